@@ -1,0 +1,265 @@
+//! The DDS job: enriched orders from the STG topic into the Data Vault, set-based.
+//!
+//! drain → parse → keys and hashdiffs computed in Rust into two Arrow batches (one row per order,
+//! one per order line) → `COPY` into temp tables → one generated `INSERT … SELECT` per hub, link
+//! and satellite (from `vault::HUBS`, `LINKS`, `SATELLITES`) → queue the affected users for CDM
+//! → record offsets → commit → publish.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use chrono::NaiveDateTime;
+use dwh_shared::batch::{self, DeadLetter, Run, Summary};
+use dwh_shared::config::{Bounds, Kafka, Postgres};
+use dwh_shared::model::{parse_ts, StgOrder};
+use dwh_shared::vault::{self, hashdiff, hub_key, link_key};
+use dwh_shared::pg;
+use tracing::Instrument;
+use uuid::Uuid;
+
+const JOB: &str = "dds";
+
+/// `dwh dds`: build the Data Vault from what waits in the STG topic.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub kafka: Kafka,
+    #[command(flatten)]
+    pub bounds: Bounds,
+}
+
+pub async fn run(args: &Args) -> Result<Summary> {
+    let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
+        return Ok(Summary { skipped: true, ..Summary::default() });
+    };
+    let mut summary = Summary {
+        published: run.publish_outbox().await.context("republishing the last batch")?,
+        ..Summary::default()
+    };
+    let topic = &args.kafka.stg_topic;
+    let drained = run.drain(topic, &args.bounds).await?;
+    summary.consumed = drained.messages.len();
+    if drained.messages.is_empty() {
+        summary.seconds = run.elapsed();
+        return Ok(summary);
+    }
+    let batch_id = batch::batch_id(JOB, topic, &drained.ranges);
+    summary.batch_id = Some(batch_id);
+    let span = tracing::info_span!("batch", job = JOB, %batch_id);
+    async {
+        let mut orders = Vec::with_capacity(drained.messages.len());
+        let mut dead = Vec::new();
+        for message in &drained.messages {
+            match Order::parse(&message.payload) {
+                Ok(order) => orders.push(order),
+                Err(reason) => dead.push(DeadLetter {
+                    partition: message.partition,
+                    offset: message.offset,
+                    raw: message.payload.clone(),
+                    reason,
+                }),
+            }
+        }
+        let (order_rows, item_rows) = stage_batches(&orders)?;
+
+        let tx = run.client.transaction().await?;
+        pg::stage(&tx, vault::Stage::Orders.table(), &order_rows).await?;
+        pg::stage(&tx, vault::Stage::Items.table(), &item_rows).await?;
+        batch::fault_point(JOB, "after-copy");
+        let source = format!("kafka:{topic}");
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&source, &batch_id];
+        for hub in vault::HUBS {
+            summary.loaded += tx.execute(&vault::hub_merge(hub), &params).await
+                .with_context(|| format!("merging dds.{}", hub.table))?;
+        }
+        for link in vault::LINKS {
+            summary.loaded += tx.execute(&vault::link_merge(link), &params).await
+                .with_context(|| format!("merging dds.{}", link.table))?;
+        }
+        for sat in vault::SATELLITES {
+            summary.loaded += tx.execute(&vault::satellite_merge(sat), &params).await
+                .with_context(|| format!("merging dds.{}", sat.table))?;
+        }
+        batch::fault_point(JOB, "after-merge");
+        tx.execute(include_str!("sql/dds_affected_users.sql"), &[&batch_id, &args.kafka.dds_topic])
+            .await
+            .context("queueing affected users")?;
+        summary.dead_lettered = batch::dead_letter(&tx, JOB, topic, batch_id, &dead).await?;
+        batch::record(&tx, JOB, &drained, batch_id, &summary).await?;
+        batch::fault_point(JOB, "before-commit");
+        tx.commit().await.context("committing the batch")?;
+        batch::fault_point(JOB, "after-commit");
+
+        summary.published += run.publish_outbox().await?;
+        batch::fault_point(JOB, "after-publish");
+        drained.commit_group_offsets();
+        anyhow::Ok(())
+    }
+    .instrument(span)
+    .await?;
+    summary.seconds = run.elapsed();
+    Ok(summary)
+}
+
+/// An STG message with its timestamps checked.
+struct Order {
+    msg: StgOrder,
+    order_dt: NaiveDateTime,
+    update_ts: NaiveDateTime,
+    user_update_ts: Option<NaiveDateTime>,
+    restaurant_update_ts: Option<NaiveDateTime>,
+}
+
+impl Order {
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let msg: StgOrder =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an STG order: {e}"))?;
+        let optional = |ts: &Option<String>| ts.as_deref().map(parse_ts).transpose();
+        Ok(Order {
+            order_dt: parse_ts(&msg.order_dt)?,
+            update_ts: parse_ts(&msg.update_ts)?,
+            user_update_ts: optional(&msg.user.update_ts)?,
+            restaurant_update_ts: optional(&msg.restaurant.update_ts)?,
+            msg,
+        })
+    }
+}
+
+fn micros(ts: NaiveDateTime) -> i64 {
+    ts.and_utc().timestamp_micros()
+}
+
+/// Typed column builders keyed by column name, so a stage batch is described by its names.
+#[derive(Default)]
+struct Columns {
+    order: Vec<&'static str>,
+    uuids: BTreeMap<&'static str, FixedSizeBinaryBuilder>,
+    texts: BTreeMap<&'static str, StringBuilder>,
+    ints: BTreeMap<&'static str, Int64Builder>,
+    times: BTreeMap<&'static str, TimestampMicrosecondBuilder>,
+}
+
+impl Columns {
+    fn uuid(&mut self, name: &'static str, value: Option<Uuid>) {
+        let builder = self.uuids.entry(name).or_insert_with(|| {
+            FixedSizeBinaryBuilder::new(16)
+        });
+        match value {
+            Some(v) => builder.append_value(v.as_bytes()).expect("a uuid is 16 bytes"),
+            None => builder.append_null(),
+        }
+        if !self.order.contains(&name) {
+            self.order.push(name);
+        }
+    }
+    fn text(&mut self, name: &'static str, value: Option<&str>) {
+        self.texts.entry(name).or_default().append_option(value);
+        if !self.order.contains(&name) {
+            self.order.push(name);
+        }
+    }
+    fn int(&mut self, name: &'static str, value: i64) {
+        self.ints.entry(name).or_default().append_value(value);
+        if !self.order.contains(&name) {
+            self.order.push(name);
+        }
+    }
+    fn time(&mut self, name: &'static str, value: Option<NaiveDateTime>) {
+        self.times.entry(name).or_default().append_option(value.map(micros));
+        if !self.order.contains(&name) {
+            self.order.push(name);
+        }
+    }
+    fn finish(mut self) -> Result<RecordBatch> {
+        let mut columns: Vec<(&str, ArrayRef)> = Vec::new();
+        for name in self.order {
+            let array: ArrayRef = if let Some(b) = self.uuids.get_mut(name) {
+                Arc::new(b.finish())
+            } else if let Some(b) = self.texts.get_mut(name) {
+                Arc::new(b.finish())
+            } else if let Some(b) = self.ints.get_mut(name) {
+                Arc::new(b.finish())
+            } else {
+                Arc::new(self.times.get_mut(name).expect("every column has a builder").finish())
+            };
+            columns.push((name, array));
+        }
+        Ok(RecordBatch::try_from_iter(columns)?)
+    }
+}
+
+/// The two stage batches: one row per order and one per order line, with every key computed.
+fn stage_batches(orders: &[Order]) -> Result<(RecordBatch, RecordBatch)> {
+    let mut o = Columns::default();
+    let mut i = Columns::default();
+    for order in orders {
+        let m = &order.msg;
+        let order_pk = hub_key(&m.order_id.to_string());
+        let user_pk = hub_key(&m.user.id);
+        let restaurant_pk = hub_key(&m.restaurant.id);
+        let cost = m.cost.to_string();
+        let payment = m.payment.to_string();
+        o.uuid("h_order_pk", Some(order_pk));
+        o.int("order_id", m.order_id);
+        o.time("order_dt", Some(order.order_dt));
+        o.time("update_ts", Some(order.update_ts));
+        o.text("status", Some(&m.final_status));
+        o.int("cost", m.cost);
+        o.int("payment", m.payment);
+        o.uuid("h_user_pk", Some(user_pk));
+        o.text("user_id", Some(&m.user.id));
+        o.text("username", m.user.name.as_deref());
+        o.text("userlogin", m.user.login.as_deref());
+        o.time("user_update_ts", order.user_update_ts.or(Some(order.update_ts)));
+        o.uuid("h_restaurant_pk", Some(restaurant_pk));
+        o.text("restaurant_id", Some(&m.restaurant.id));
+        o.text("restaurant_name", m.restaurant.name.as_deref());
+        o.time("restaurant_update_ts", order.restaurant_update_ts.or(Some(order.update_ts)));
+        o.uuid("hk_order_user_pk", Some(link_key(&[order_pk, user_pk])));
+        o.uuid("s_user_names_hashdiff", hashdiff(&[m.user.name.as_deref(), m.user.login.as_deref()]));
+        o.uuid("s_restaurant_names_hashdiff", hashdiff(&[m.restaurant.name.as_deref()]));
+        o.uuid("s_order_cost_hashdiff", hashdiff(&[Some(&cost), Some(&payment)]));
+        o.uuid("s_order_status_hashdiff", hashdiff(&[Some(&m.final_status)]));
+        for item in &m.items {
+            let product_pk = hub_key(&item.id);
+            let category_pk = item.category.as_deref().map(hub_key);
+            i.uuid("h_order_pk", Some(order_pk));
+            i.time("update_ts", Some(order.update_ts));
+            i.uuid("h_product_pk", Some(product_pk));
+            i.text("product_id", Some(&item.id));
+            i.text("product_name", Some(&item.name));
+            i.uuid("h_restaurant_pk", Some(restaurant_pk));
+            i.uuid("h_category_pk", category_pk);
+            i.text("category_name", item.category.as_deref());
+            i.uuid("hk_order_product_pk", Some(link_key(&[order_pk, product_pk])));
+            i.uuid("hk_product_restaurant_pk", Some(link_key(&[product_pk, restaurant_pk])));
+            i.uuid("hk_product_category_pk", category_pk.map(|c| link_key(&[product_pk, c])));
+            i.uuid("s_product_names_hashdiff", hashdiff(&[Some(&item.name)]));
+        }
+    }
+    if orders.is_empty() {
+        return Ok((empty_stage(vault::Stage::Orders), empty_stage(vault::Stage::Items)));
+    }
+    let items = if i.order.is_empty() { empty_stage(vault::Stage::Items) } else { i.finish()? };
+    Ok((o.finish()?, items))
+}
+
+/// A stage batch with no rows (every message of the batch was junk, or no order had items).
+fn empty_stage(stage: vault::Stage) -> RecordBatch {
+    let mut probe = Order::parse(PROBE.as_bytes()).expect("the probe order parses");
+    probe.msg.items.clear();
+    if stage == vault::Stage::Items {
+        probe.msg.items.push(dwh_shared::model::StgItem {
+            id: String::new(), name: String::new(), price: 0, quantity: 0, category: None,
+        });
+    }
+    let (orders, items) = stage_batches(std::slice::from_ref(&probe)).expect("the probe stages");
+    let batch = if stage == vault::Stage::Orders { orders } else { items };
+    batch.slice(0, 0)
+}
+
+const PROBE: &str = r#"{"order_id":0,"order_dt":"2000-01-01 00:00:00","update_ts":"2000-01-01 00:00:00","final_status":"","cost":0,"payment":0,"user":{"id":"","name":null,"login":null,"update_ts":null},"restaurant":{"id":"","name":null,"update_ts":null},"items":[]}"#;

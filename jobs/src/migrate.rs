@@ -1,0 +1,40 @@
+//! `dwh migrate`: the database, its schema (the numbered files in `sql/`) and the three topics.
+//!
+//! Safe to run any time: applied migrations are recorded and skipped, existing topics are kept.
+
+use anyhow::Result;
+use dwh_shared::config::{Kafka, Postgres};
+use dwh_shared::{kafka, pg};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub kafka: Kafka,
+    /// Partitions of the topics this creates (existing topics are left as they are)
+    #[arg(long, env = "DWH_PARTITIONS", default_value_t = 1)]
+    pub partitions: i32,
+    /// Only migrate PostgreSQL; leave Kafka alone
+    #[arg(long)]
+    pub skip_topics: bool,
+}
+
+pub async fn run(args: &Args) -> Result<String> {
+    pg::ensure_database(&args.pg.url).await?;
+    let mut client = pg::connect(&args.pg.url).await?;
+    let applied = pg::migrate(&mut client).await?;
+    let mut created = Vec::new();
+    if !args.skip_topics {
+        let k = &args.kafka;
+        let topics = [k.orders_topic.as_str(), k.stg_topic.as_str(), k.dds_topic.as_str()];
+        created = kafka::create_topics(&k.brokers, &topics, args.partitions).await?;
+    }
+    Ok(format!(
+        "migrate: applied {} migration(s){}; created {} topic(s){}",
+        applied.len(),
+        if applied.is_empty() { String::new() } else { format!(" ({})", applied.join(", ")) },
+        created.len(),
+        if created.is_empty() { String::new() } else { format!(" ({})", created.join(", ")) },
+    ))
+}

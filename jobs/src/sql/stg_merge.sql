@@ -1,0 +1,64 @@
+-- Merge the staged orders into stg.order_events (the newest payload.update_ts wins, whatever the
+-- arrival order) and queue every order that changed for the STG topic, enriched with the newest
+-- known user and restaurant names and each item's category from the restaurant's menu.
+-- $1 batch id, $2 source topic, $3 STG topic.
+WITH newest AS (
+    SELECT DISTINCT ON (object_id) *
+    FROM stage_orders
+    ORDER BY object_id, update_ts DESC, partition, kafka_offset DESC
+), merged AS (
+    INSERT INTO stg.order_events AS t (object_id, object_type, sent_dttm, update_ts, payload,
+                                       src_topic, src_partition, src_offset, batch_id, load_dt)
+    SELECT object_id, object_type, sent_dttm, update_ts, payload::jsonb,
+           $2, partition, kafka_offset, $1, now()
+    FROM newest
+    ON CONFLICT (object_id) DO UPDATE SET
+        object_type = EXCLUDED.object_type, sent_dttm = EXCLUDED.sent_dttm,
+        update_ts = EXCLUDED.update_ts, payload = EXCLUDED.payload,
+        src_topic = EXCLUDED.src_topic, src_partition = EXCLUDED.src_partition,
+        src_offset = EXCLUDED.src_offset, batch_id = EXCLUDED.batch_id, load_dt = EXCLUDED.load_dt
+    WHERE t.update_ts < EXCLUDED.update_ts
+    RETURNING object_id, payload
+), users AS (
+    SELECT DISTINCT ON (id) id, doc
+    FROM stg.users
+    WHERE id IN (SELECT payload -> 'user' ->> 'id' FROM merged)
+    ORDER BY id, update_ts DESC NULLS LAST, load_dt DESC
+), restaurants AS (
+    SELECT DISTINCT ON (id) id, doc
+    FROM stg.restaurants
+    WHERE id IN (SELECT payload -> 'restaurant' ->> 'id' FROM merged)
+    ORDER BY id, update_ts DESC NULLS LAST, load_dt DESC
+), menu AS (
+    SELECT DISTINCT ON (r.id, item ->> '_id') r.id AS restaurant_id, item ->> '_id' AS dish_id,
+           item ->> 'category' AS category
+    FROM restaurants r
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(r.doc -> 'menu') = 'array' THEN r.doc -> 'menu' ELSE '[]' END) item
+    ORDER BY r.id, item ->> '_id'
+)
+INSERT INTO dwh.outbox (job, batch_id, topic, key, value)
+SELECT 'stg', $1, $3, m.object_id::text, jsonb_build_object(
+    'order_id', m.object_id,
+    'order_dt', m.payload ->> 'date',
+    'update_ts', m.payload ->> 'update_ts',
+    'final_status', m.payload ->> 'final_status',
+    'cost', m.payload -> 'cost',
+    'payment', m.payload -> 'payment',
+    'user', jsonb_build_object(
+        'id', m.payload -> 'user' ->> 'id', 'name', u.doc ->> 'name',
+        'login', u.doc ->> 'login', 'update_ts', u.doc ->> 'update_ts_utc'),
+    'restaurant', jsonb_build_object(
+        'id', m.payload -> 'restaurant' ->> 'id', 'name', r.doc ->> 'name',
+        'update_ts', r.doc ->> 'update_ts_utc'),
+    'items', (
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', i.item ->> 'id', 'name', i.item ->> 'name', 'price', i.item -> 'price',
+                   'quantity', i.item -> 'quantity', 'category', mn.category) ORDER BY i.n), '[]')
+        FROM jsonb_array_elements(m.payload -> 'order_items') WITH ORDINALITY AS i(item, n)
+        LEFT JOIN menu mn ON mn.restaurant_id = m.payload -> 'restaurant' ->> 'id'
+                         AND mn.dish_id = i.item ->> 'id')
+)::text
+FROM merged m
+LEFT JOIN users u ON u.id = m.payload -> 'user' ->> 'id'
+LEFT JOIN restaurants r ON r.id = m.payload -> 'restaurant' ->> 'id'

@@ -1,0 +1,240 @@
+//! The STG job: orders from Kafka and the dictionaries they name from Redis, into `stg`, as is.
+//!
+//! Read top to bottom as the data flows: drain → parse (junk to dead letters) → read dictionaries
+//! → stage as Arrow and `COPY` → one set-based merge that also fills the outbox with the enriched
+//! orders → record offsets → commit → publish. `dwh snapshot` loads every dictionary the same way.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use chrono::NaiveDateTime;
+use dwh_shared::batch::{self, DeadLetter, Run, Summary};
+use dwh_shared::config::{Bounds, Kafka, Postgres, Redis};
+use dwh_shared::kafka::Drained;
+use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
+use dwh_shared::{pg, redis, vault};
+use tokio_postgres::Transaction;
+use tracing::{info, warn, Instrument};
+use uuid::Uuid;
+
+const JOB: &str = "stg";
+
+/// `dwh stg`: load what waits in the orders topic into STG and publish it enriched.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub redis: Redis,
+    #[command(flatten)]
+    pub kafka: Kafka,
+    #[command(flatten)]
+    pub bounds: Bounds,
+}
+
+/// `dwh snapshot`: load every user and restaurant Redis holds into STG.
+#[derive(clap::Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub redis: Redis,
+}
+
+pub async fn run(args: &Args) -> Result<Summary> {
+    let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
+        return Ok(Summary { skipped: true, ..Summary::default() });
+    };
+    let mut summary = Summary {
+        published: run.publish_outbox().await.context("republishing the last batch")?,
+        ..Summary::default()
+    };
+    let mut redis = redis::connect(&args.redis.url).await?;
+    let topic = &args.kafka.orders_topic;
+    let drained = run.drain(topic, &args.bounds).await?;
+    summary.consumed = drained.messages.len();
+    if drained.messages.is_empty() {
+        summary.seconds = run.elapsed();
+        return Ok(summary);
+    }
+    let batch_id = batch::batch_id(JOB, topic, &drained.ranges);
+    summary.batch_id = Some(batch_id);
+    let span = tracing::info_span!("batch", job = JOB, %batch_id);
+    async {
+        let (orders, dead) = parse(&drained);
+        let ids: Vec<String> = orders
+            .iter()
+            .flat_map(|p| [p.order.user_id.clone(), p.order.restaurant_id.clone()])
+            .collect();
+        let dictionaries = redis::read(&mut redis, &ids).await?;
+        for (key, reason) in &dictionaries.unreadable {
+            warn!(key, reason, "unreadable dictionary document left out");
+        }
+
+        let tx = run.client.transaction().await?;
+        pg::stage(&tx, "stage_orders", &orders_batch(&orders)?).await?;
+        batch::fault_point(JOB, "after-copy");
+        load_dictionaries(&tx, &dictionaries.versions, batch_id).await?;
+        summary.loaded = tx
+            .execute(include_str!("sql/stg_merge.sql"), &[&batch_id, topic, &args.kafka.stg_topic])
+            .await
+            .context("merging orders into stg.order_events")?;
+        batch::fault_point(JOB, "after-merge");
+        summary.dead_lettered = batch::dead_letter(&tx, JOB, topic, batch_id, &dead).await?;
+        batch::record(&tx, JOB, &drained, batch_id, &summary).await?;
+        batch::fault_point(JOB, "before-commit");
+        tx.commit().await.context("committing the batch")?;
+        batch::fault_point(JOB, "after-commit");
+
+        summary.published += run.publish_outbox().await?;
+        batch::fault_point(JOB, "after-publish");
+        drained.commit_group_offsets();
+        anyhow::Ok(())
+    }
+    .instrument(span)
+    .await?;
+    summary.seconds = run.elapsed();
+    Ok(summary)
+}
+
+/// An order with its position in the topic.
+struct Positioned {
+    partition: i32,
+    offset: i64,
+    order: OrderMessage,
+}
+
+/// Split the drained messages into orders and dead letters.
+fn parse(drained: &Drained) -> (Vec<Positioned>, Vec<DeadLetter>) {
+    let mut orders = Vec::with_capacity(drained.messages.len());
+    let mut dead = Vec::new();
+    for message in &drained.messages {
+        match OrderMessage::parse(&message.payload) {
+            Ok(order) => orders.push(Positioned {
+                partition: message.partition,
+                offset: message.offset,
+                order,
+            }),
+            Err(reason) => dead.push(DeadLetter {
+                partition: message.partition,
+                offset: message.offset,
+                raw: message.payload.clone(),
+                reason,
+            }),
+        }
+    }
+    (orders, dead)
+}
+
+fn micros(ts: NaiveDateTime) -> i64 {
+    ts.and_utc().timestamp_micros()
+}
+
+/// The orders of a batch as the Arrow batch that is copied into `stage_orders`.
+fn orders_batch(orders: &[Positioned]) -> Result<RecordBatch> {
+    let n = orders.len();
+    let mut partition = Int32Builder::with_capacity(n);
+    let mut offset = Int64Builder::with_capacity(n);
+    let mut object_id = Int64Builder::with_capacity(n);
+    let mut object_type = StringBuilder::new();
+    let mut sent_dttm = TimestampMicrosecondBuilder::with_capacity(n);
+    let mut update_ts = TimestampMicrosecondBuilder::with_capacity(n);
+    let mut payload = StringBuilder::new();
+    for Positioned { partition: p, offset: o, order } in orders {
+        partition.append_value(*p);
+        offset.append_value(*o);
+        object_id.append_value(order.object_id);
+        object_type.append_value(&order.object_type);
+        sent_dttm.append_value(micros(order.sent_dttm));
+        update_ts.append_value(micros(order.update_ts));
+        payload.append_value(&order.payload);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("partition", Arc::new(partition.finish())),
+        ("kafka_offset", Arc::new(offset.finish())),
+        ("object_id", Arc::new(object_id.finish())),
+        ("object_type", Arc::new(object_type.finish())),
+        ("sent_dttm", Arc::new(sent_dttm.finish())),
+        ("update_ts", Arc::new(update_ts.finish())),
+        ("payload", Arc::new(payload.finish())),
+    ];
+    Ok(RecordBatch::try_from_iter(columns)?)
+}
+
+/// Keep each distinct dictionary version once in `stg.users` / `stg.restaurants`.
+pub async fn load_dictionaries(
+    tx: &Transaction<'_>,
+    versions: &[DictVersion],
+    batch_id: Uuid,
+) -> Result<u64> {
+    let mut loaded = 0;
+    for kind in [DictKind::User, DictKind::Restaurant] {
+        let of_kind: Vec<&DictVersion> = versions.iter().filter(|v| v.kind == kind).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let stage = format!("stage_{}", kind.table().trim_start_matches("stg."));
+        pg::stage(tx, &stage, &dictionary_batch(&of_kind)?).await?;
+        loaded += tx
+            .execute(
+                &format!(
+                    "INSERT INTO {table} (id, version, update_ts, doc, batch_id, load_dt)
+                     SELECT DISTINCT ON (id, version) id, version, update_ts, doc::jsonb, $1, now()
+                     FROM {stage} ORDER BY id, version
+                     ON CONFLICT (id, version) DO NOTHING",
+                    table = kind.table()
+                ),
+                &[&batch_id],
+            )
+            .await
+            .with_context(|| format!("merging {}", kind.table()))?;
+    }
+    Ok(loaded)
+}
+
+fn dictionary_batch(versions: &[&DictVersion]) -> Result<RecordBatch> {
+    let mut id = StringBuilder::new();
+    let mut version = FixedSizeBinaryBuilder::new(16);
+    let mut update_ts = TimestampMicrosecondBuilder::new();
+    let mut doc = StringBuilder::new();
+    for v in versions {
+        id.append_value(&v.id);
+        version.append_value(v.version.as_bytes())?;
+        update_ts.append_option(v.update_ts.map(micros));
+        doc.append_value(&v.doc);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(id.finish())),
+        ("version", Arc::new(version.finish())),
+        ("update_ts", Arc::new(update_ts.finish())),
+        ("doc", Arc::new(doc.finish())),
+    ];
+    Ok(RecordBatch::try_from_iter(columns)?)
+}
+
+/// `dwh snapshot`: every key of Redis, read in chunks, each new version kept once.
+pub async fn snapshot(args: &SnapshotArgs) -> Result<Summary> {
+    let started = std::time::Instant::now();
+    let mut client = pg::connect(&args.pg.url).await?;
+    let mut redis = redis::connect(&args.redis.url).await?;
+    let keys = redis::all_keys(&mut redis).await?;
+    let dictionaries = redis::read(&mut redis, &keys).await?;
+    for (key, reason) in &dictionaries.unreadable {
+        warn!(key, reason, "unreadable dictionary document left out");
+    }
+    let mut versions: Vec<String> = dictionaries.versions.iter().map(|v| v.version.to_string()).collect();
+    versions.sort();
+    let batch_id = vault::hub_key(&format!("snapshot|{}", versions.join(",")));
+    let tx = client.transaction().await?;
+    let loaded = load_dictionaries(&tx, &dictionaries.versions, batch_id).await?;
+    tx.commit().await?;
+    info!(keys = keys.len(), new_versions = loaded, "dictionary snapshot loaded");
+    Ok(Summary {
+        batch_id: Some(batch_id),
+        consumed: keys.len(),
+        loaded,
+        seconds: started.elapsed().as_secs_f64(),
+        ..Summary::default()
+    })
+}

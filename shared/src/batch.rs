@@ -1,0 +1,259 @@
+//! The batch protocol that makes every run idempotent (DESIGN §4).
+//!
+//! A run: take the job's advisory lock → publish whatever an earlier run committed but did not
+//! publish → drain Kafka from the offsets stored in PostgreSQL → load, and in the same
+//! transaction store the new offsets, the batch record and the messages for downstream (the
+//! outbox) → commit → publish the outbox. A crash anywhere leaves either nothing (before commit)
+//! or a committed batch whose outbox the next run publishes. Downstream jobs are idempotent, so a
+//! message published twice after a crash mid-publish changes nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::producer::FutureProducer;
+use tokio_postgres::{Client, GenericClient, Transaction};
+use uuid::Uuid;
+
+use crate::config::{Bounds, Kafka, Postgres};
+use crate::kafka::{self, Drained};
+use crate::{pg, vault};
+
+/// Rows of the outbox published per round trip.
+const PUBLISH_CHUNK: i64 = 50_000;
+
+/// Deterministic id of a batch: uuid v5 over the job, the topic and the offset ranges consumed.
+pub fn batch_id(job: &str, topic: &str, ranges: &BTreeMap<i32, (i64, i64)>) -> Uuid {
+    let ranges: Vec<String> = ranges
+        .iter()
+        .map(|(p, (start, end))| format!("{p}:{start}-{end}"))
+        .collect();
+    vault::hub_key(&format!("batch|{job}|{topic}|{}", ranges.join(",")))
+}
+
+/// Crash here if `DWH_FAULT` names this point (`<job>:<point>`); used by the crash tests.
+pub fn fault_point(job: &str, point: &str) {
+    if let Ok(wanted) = std::env::var("DWH_FAULT") {
+        if wanted == format!("{job}:{point}") {
+            eprintln!("dwh {job}: injected crash at {point}");
+            std::process::abort();
+        }
+    }
+}
+
+/// A message that could not be used, kept with its position and the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub raw: Vec<u8>,
+    pub reason: String,
+}
+
+/// The figures of one run, printed as its summary line.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub batch_id: Option<Uuid>,
+    pub consumed: usize,
+    pub loaded: u64,
+    pub dead_lettered: u64,
+    pub published: u64,
+    pub seconds: f64,
+    pub skipped: bool,
+}
+
+impl Summary {
+    /// The one line a run prints when it ends.
+    pub fn line(&self, job: &str) -> String {
+        if self.skipped {
+            return format!("{job}: another run holds the lock; nothing done");
+        }
+        let batch = self
+            .batch_id
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "{job}: batch={batch} consumed={} loaded={} dead_lettered={} published={} seconds={:.2}",
+            self.consumed, self.loaded, self.dead_lettered, self.published, self.seconds
+        )
+    }
+}
+
+/// One run of a consuming job, holding its lock for as long as it lives.
+pub struct Run {
+    pub job: &'static str,
+    pub client: Client,
+    producer: FutureProducer,
+    brokers: String,
+    started: Instant,
+}
+
+impl Run {
+    /// Connect and take the job's lock; `None` when another run of the job holds it.
+    pub async fn begin(job: &'static str, pg: &Postgres, kafka: &Kafka) -> Result<Option<Run>> {
+        let client = pg::connect(&pg.url).await?;
+        if !pg::try_lock(&client, job).await? {
+            return Ok(None);
+        }
+        let producer = kafka::producer(&kafka.brokers)?;
+        Ok(Some(Run {
+            job,
+            client,
+            producer,
+            brokers: kafka.brokers.clone(),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Seconds since the run began.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Drain `topic` from the offsets PostgreSQL holds for this job.
+    pub async fn drain(&self, topic: &str, bounds: &Bounds) -> Result<Drained> {
+        let stored = stored_offsets(&self.client, self.job, topic)
+            .await
+            .with_context(|| format!("reading stored offsets of job {}", self.job))?;
+        kafka::drain(
+            &self.brokers,
+            &format!("dwh-{}", self.job),
+            topic,
+            stored,
+            bounds.max_messages,
+            Duration::from_secs(bounds.fetch_timeout_secs),
+        )
+        .await
+    }
+
+    /// Publish everything in this job's outbox, oldest first, deleting what the broker
+    /// acknowledged; then mark the job's batches published. Returns the messages sent.
+    pub async fn publish_outbox(&self) -> Result<u64> {
+        publish_outbox(&self.client, &self.producer, self.job).await
+    }
+}
+
+/// Record the batch and the new offsets inside the load's transaction.
+pub async fn record(
+    tx: &Transaction<'_>,
+    job: &str,
+    drained: &Drained,
+    batch_id: Uuid,
+    summary: &Summary,
+) -> Result<()> {
+        let (partitions, next): (Vec<i32>, Vec<i64>) =
+            drained.ranges.iter().map(|(p, (_, end))| (*p, *end)).unzip();
+        tx.execute(
+            "INSERT INTO dwh.offsets (job, topic, partition, next_offset, batch_id, updated_at)
+             SELECT $1, $2, p, o, $3, now() FROM unnest($4::int4[], $5::int8[]) AS u(p, o)
+             ON CONFLICT (job, topic, partition) DO UPDATE
+             SET next_offset = EXCLUDED.next_offset, batch_id = EXCLUDED.batch_id,
+                 updated_at = EXCLUDED.updated_at",
+            &[&job, &drained.topic, &batch_id, &partitions, &next],
+        )
+        .await
+        .context("storing offsets")?;
+        let ranges = serde_json::to_value(&drained.ranges)?;
+        tx.execute(
+            "INSERT INTO dwh.batches (batch_id, job, topic, ranges, consumed, loaded, dead_lettered, committed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+             ON CONFLICT (batch_id) DO UPDATE
+             SET consumed = EXCLUDED.consumed, loaded = EXCLUDED.loaded,
+                 dead_lettered = EXCLUDED.dead_lettered, committed_at = now(), published_at = NULL",
+            &[
+                &batch_id,
+                &job,
+                &drained.topic,
+                &ranges,
+                &(summary.consumed as i64),
+                &(summary.loaded as i64),
+                &(summary.dead_lettered as i64),
+            ],
+        )
+        .await
+        .context("recording the batch")?;
+    Ok(())
+}
+
+async fn publish_outbox(client: &Client, producer: &FutureProducer, job: &str) -> Result<u64> {
+        let mut sent = 0u64;
+        loop {
+            let rows = client
+                .query(
+                    "SELECT id, topic, key, value FROM dwh.outbox WHERE job = $1 ORDER BY id LIMIT $2",
+                    &[&job, &PUBLISH_CHUNK],
+                )
+                .await
+                .context("reading the outbox")?;
+            let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { break };
+            let mut by_topic: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+            for row in &rows {
+                by_topic
+                    .entry(row.get(1))
+                    .or_default()
+                    .push((row.get(2), row.get(3)));
+            }
+            for (topic, records) in &by_topic {
+                kafka::publish(producer, topic, records).await?;
+            }
+            fault_point(job, "mid-publish");
+            client
+                .execute(
+                    "DELETE FROM dwh.outbox WHERE job = $1 AND id <= $2",
+                    &[&job, &last],
+                )
+                .await
+                .context("clearing the outbox")?;
+            sent += rows.len() as u64;
+        }
+        client
+            .execute(
+                "UPDATE dwh.batches SET published_at = now() WHERE job = $1 AND published_at IS NULL",
+                &[&job],
+            )
+            .await
+            .context("marking batches published")?;
+        Ok(sent)
+}
+
+/// The next offset to read per partition, as the last committed batch of `job` left it.
+pub async fn stored_offsets<C: GenericClient>(
+    client: &C,
+    job: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>> {
+    let rows = client
+        .query(
+            "SELECT partition, next_offset FROM dwh.offsets WHERE job = $1 AND topic = $2",
+            &[&job, &topic],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Keep unusable messages with their position and reason; a replay adds nothing twice.
+pub async fn dead_letter(
+    tx: &Transaction<'_>,
+    job: &str,
+    topic: &str,
+    batch_id: Uuid,
+    letters: &[DeadLetter],
+) -> Result<u64> {
+    if letters.is_empty() {
+        return Ok(0);
+    }
+    let partitions: Vec<i32> = letters.iter().map(|l| l.partition).collect();
+    let offsets: Vec<i64> = letters.iter().map(|l| l.offset).collect();
+    let raws: Vec<&[u8]> = letters.iter().map(|l| l.raw.as_slice()).collect();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    tx.execute(
+        "INSERT INTO dwh.dead_letters (job, topic, partition, \"offset\", raw, reason, batch_id)
+         SELECT $1, $2, p, o, r, why, $3
+         FROM unnest($4::int4[], $5::int8[], $6::bytea[], $7::text[]) AS u(p, o, r, why)
+         ON CONFLICT (job, topic, partition, \"offset\") DO NOTHING",
+        &[&job, &topic, &batch_id, &partitions, &offsets, &raws, &reasons],
+    )
+    .await
+    .context("writing dead letters")?;
+    Ok(letters.len() as u64)
+}

@@ -1,0 +1,72 @@
+//! Connection settings and batch bounds, declared once as clap `Args` and flattened into each job.
+//!
+//! Every setting is a flag with an environment variable, and every default points at 127.0.0.1,
+//! so a local run needs no flags and a Kubernetes pod needs only env vars.
+
+/// Where the warehouse lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Postgres {
+    /// PostgreSQL connection string (password is never printed)
+    #[arg(
+        long = "pg-url",
+        env = "DWH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/dwh"
+    )]
+    pub url: String,
+}
+
+/// Where the dictionaries (users, restaurants) live.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Redis {
+    /// Redis URL of the dictionaries (password is never printed)
+    #[arg(
+        long = "redis-url",
+        env = "DWH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub url: String,
+}
+
+/// The Kafka cluster and the three topics of the pipeline.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Kafka {
+    /// Kafka bootstrap servers, comma separated
+    #[arg(
+        long = "kafka-brokers",
+        env = "DWH_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+    /// Topic the order service writes orders to
+    #[arg(
+        long = "orders-topic",
+        env = "DWH_ORDERS_TOPIC",
+        default_value = "order-service_orders"
+    )]
+    pub orders_topic: String,
+    /// Topic `dwh stg` publishes enriched orders to
+    #[arg(
+        long = "stg-topic",
+        env = "DWH_STG_TOPIC",
+        default_value = "stg-service-orders"
+    )]
+    pub stg_topic: String,
+    /// Topic `dwh dds` publishes affected users to
+    #[arg(
+        long = "dds-topic",
+        env = "DWH_DDS_TOPIC",
+        default_value = "dds-service-orders"
+    )]
+    pub dds_topic: String,
+}
+
+/// How much one run may take before it commits and exits.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Bounds {
+    /// Most messages one run consumes before it commits and exits
+    #[arg(long, env = "DWH_MAX_MESSAGES", default_value_t = 200_000)]
+    pub max_messages: usize,
+    /// Seconds to wait for the broker to deliver what it reported as waiting
+    #[arg(long, env = "DWH_FETCH_TIMEOUT_SECS", default_value_t = 60)]
+    pub fetch_timeout_secs: u64,
+}

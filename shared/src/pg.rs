@@ -1,0 +1,161 @@
+//! PostgreSQL: connecting, migrations, advisory locks, and `COPY … (FORMAT binary)` from Arrow.
+//!
+//! Every bulk write goes through [`copy_batch`]: an Arrow `RecordBatch` is encoded by pgpq into
+//! PostgreSQL's binary COPY format and streamed in one `COPY`. A 16-byte `FixedSizeBinary` column
+//! travels as raw bytes, which is exactly the binary form of `uuid`, so key columns land as uuids.
+
+use anyhow::{bail, Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema};
+use bytes::BytesMut;
+use futures::SinkExt;
+use tokio_postgres::{Client, GenericClient, NoTls, Transaction};
+
+use crate::mask_url;
+
+mod embedded {
+    refinery::embed_migrations!("../sql");
+}
+
+/// Connect to the warehouse; the error names the (masked) URL.
+pub async fn connect(url: &str) -> Result<Client> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .with_context(|| format!("bad PostgreSQL URL {}", mask_url(url)))?;
+    connect_config(&config, url).await
+}
+
+async fn connect_config(config: &tokio_postgres::Config, url: &str) -> Result<Client> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .with_context(|| format!("PostgreSQL at {} is unreachable", mask_url(url)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("PostgreSQL connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Create the database named in `url` if it does not exist yet (connecting to `postgres`).
+pub async fn ensure_database(url: &str) -> Result<()> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .with_context(|| format!("bad PostgreSQL URL {}", mask_url(url)))?;
+    let Some(name) = config.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let client = connect_config(&admin, url).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+            Ok(()) => tracing::info!(database = %name, "created database"),
+            // Another migrate created it in the meantime.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e).context(format!("creating database {name}")),
+        }
+    }
+    Ok(())
+}
+
+/// Apply the migrations in `sql/` that are not applied yet; returns the names applied now.
+///
+/// Runs under an advisory lock, so two `dwh migrate` at once apply each migration once.
+pub async fn migrate(client: &mut Client) -> Result<Vec<String>> {
+    client
+        .batch_execute("SELECT pg_advisory_lock(hashtextextended('dwh:migrate', 0))")
+        .await?;
+    let report = embedded::migrations::runner()
+        .set_migration_table_name("dwh_schema_history")
+        .run_async(client)
+        .await;
+    client
+        .batch_execute("SELECT pg_advisory_unlock(hashtextextended('dwh:migrate', 0))")
+        .await?;
+    let report = report.context("applying migrations")?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}
+
+/// Take the session-level advisory lock `name` without waiting; `false` if another run holds it.
+pub async fn try_lock(client: &Client, name: &str) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+            &[&format!("dwh:{name}")],
+        )
+        .await
+        .context("taking the advisory lock")?;
+    Ok(row.get(0))
+}
+
+fn pg_type(data_type: &DataType) -> Result<&'static str> {
+    Ok(match data_type {
+        DataType::Boolean => "bool",
+        DataType::Int16 => "int2",
+        DataType::Int32 => "int4",
+        DataType::Int64 => "int8",
+        DataType::Float64 => "float8",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
+        DataType::FixedSizeBinary(16) => "uuid",
+        DataType::Timestamp(_, None) => "timestamp",
+        DataType::Timestamp(_, Some(_)) => "timestamptz",
+        other => bail!("no PostgreSQL type for Arrow {other}"),
+    })
+}
+
+/// Create a temporary table (dropped at commit) whose columns follow the batch's schema.
+pub async fn create_temp_table<C: GenericClient>(tx: &C, name: &str, schema: &Schema) -> Result<()> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| Ok(format!("{} {}", f.name(), pg_type(f.data_type())?)))
+        .collect::<Result<Vec<_>>>()?;
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {name} ({}) ON COMMIT DROP",
+        columns.join(", ")
+    ))
+    .await
+    .with_context(|| format!("creating temp table {name}"))
+}
+
+/// `COPY table (columns of the batch) FROM STDIN (FORMAT binary)` with the batch encoded by pgpq.
+pub async fn copy_batch(tx: &Transaction<'_>, table: &str, batch: &RecordBatch) -> Result<u64> {
+    let schema = batch.schema();
+    let mut encoder = pgpq::ArrowToPostgresBinaryEncoder::try_new(&schema)
+        .map_err(|e| anyhow::anyhow!("encoding {table} for COPY: {e:?}"))?;
+    let mut buf = BytesMut::new();
+    encoder
+        .write_header(&mut buf)
+        .and_then(|_| encoder.write_batch(batch, &mut buf))
+        .and_then(|_| encoder.write_footer(&mut buf))
+        .map_err(|e| anyhow::anyhow!("encoding {table} for COPY: {e:?}"))?;
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            columns.join(", ")
+        ))
+        .await
+        .with_context(|| format!("starting COPY into {table}"))?;
+    futures::pin_mut!(sink);
+    sink.send(buf.freeze()).await.with_context(|| format!("COPY into {table}"))?;
+    sink.finish().await.with_context(|| format!("COPY into {table}"))
+}
+
+/// Stage a batch: a temp table shaped like it, filled by one binary COPY.
+pub async fn stage(tx: &Transaction<'_>, name: &str, batch: &RecordBatch) -> Result<u64> {
+    create_temp_table(tx, name, &batch.schema()).await?;
+    copy_batch(tx, name, batch).await
+}

@@ -1,0 +1,71 @@
+//! Dictionary snapshots from Redis: the users and restaurants a batch names, or every key.
+//!
+//! Keys are raw ids (no prefix) and values JSON documents. Reads are `MGET`s of a few thousand
+//! keys each, never one `GET` per order.
+
+use anyhow::{Context, Result};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+
+use crate::mask_url;
+use crate::model::DictVersion;
+
+const CHUNK: usize = 5_000;
+
+/// Connect to Redis; the error names the (masked) URL.
+pub async fn connect(url: &str) -> Result<MultiplexedConnection> {
+    let client = redis::Client::open(url)
+        .with_context(|| format!("bad Redis URL {}", mask_url(url)))?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("Redis at {} is unreachable", mask_url(url)))
+}
+
+/// What a dictionary read found.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub versions: Vec<DictVersion>,
+    /// Keys that held something that is not a user or restaurant document, with the reason.
+    pub unreadable: Vec<(String, String)>,
+    /// Keys asked for that Redis does not have.
+    pub missing: usize,
+}
+
+/// Read the documents under `keys` (duplicates are read once).
+pub async fn read(conn: &mut MultiplexedConnection, keys: &[String]) -> Result<Snapshot> {
+    let mut keys: Vec<&String> = keys.iter().filter(|k| !k.is_empty()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut snapshot = Snapshot::default();
+    for chunk in keys.chunks(CHUNK) {
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(chunk)
+            .query_async(conn)
+            .await
+            .context("reading dictionaries from Redis")?;
+        for (key, value) in chunk.iter().zip(values) {
+            match value {
+                None => snapshot.missing += 1,
+                Some(bytes) => match DictVersion::parse(key, &bytes) {
+                    Ok(version) => snapshot.versions.push(version),
+                    Err(reason) => snapshot.unreadable.push(((*key).clone(), reason)),
+                },
+            }
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Every key in the database (`SCAN`, so Redis is never blocked).
+pub async fn all_keys(conn: &mut MultiplexedConnection) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut iter: redis::AsyncIter<String> = conn
+        .scan_options(redis::ScanOptions::default().with_count(1000))
+        .await
+        .context("scanning Redis")?;
+    while let Some(key) = futures::StreamExt::next(&mut iter).await {
+        keys.push(key.context("scanning Redis")?);
+    }
+    Ok(keys)
+}
