@@ -8,6 +8,7 @@
 pub struct Postgres {
     /// PostgreSQL connection string (password is never printed)
     #[arg(
+        id = "pg_url",
         long = "pg-url",
         env = "DWH_PG_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/dwh"
@@ -20,6 +21,7 @@ pub struct Postgres {
 pub struct Redis {
     /// Redis URL of the dictionaries (password is never printed)
     #[arg(
+        id = "redis_url",
         long = "redis-url",
         env = "DWH_REDIS_URL",
         default_value = "redis://127.0.0.1:6379"
