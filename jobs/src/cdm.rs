@@ -41,7 +41,10 @@ pub struct Args {
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
-        return Ok(Summary { skipped: true, ..Summary::default() });
+        return Ok(Summary {
+            skipped: true,
+            ..Summary::default()
+        });
     };
     if args.full {
         return full(run, args.chunk).await;
@@ -97,7 +100,11 @@ async fn full(mut run: Run, chunk: i64) -> Result<Summary> {
     let mut after = Uuid::nil();
     let tx = run.client.transaction().await?;
     // Users that left the vault (a rebuilt DDS) must not keep rows.
-    for table in ["user_product_counters", "user_category_counters", "user_tags"] {
+    for table in [
+        "user_product_counters",
+        "user_category_counters",
+        "user_tags",
+    ] {
         tx.execute(
             &format!("DELETE FROM cdm.{table} c WHERE NOT EXISTS (SELECT 1 FROM dds.h_user u WHERE u.h_user_pk = c.user_id)"),
             &[],
@@ -116,7 +123,9 @@ async fn full(mut run: Run, chunk: i64) -> Result<Summary> {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let Some(last) = users.last().copied() else { break };
+        let Some(last) = users.last().copied() else {
+            break;
+        };
         summary.loaded += recompute(&tx, &users).await?;
         tx.commit().await?;
         summary.consumed += users.len();
@@ -141,9 +150,12 @@ pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid]) -> Result<u64> {
         ("cdm.user_category_counters", showcases.categories),
         ("cdm.user_tags", showcases.tags),
     ] {
-        tx.execute(&format!("DELETE FROM {table} WHERE user_id = ANY($1)"), &[&users])
-            .await
-            .with_context(|| format!("clearing {table}"))?;
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE user_id = ANY($1)"),
+            &[&users],
+        )
+        .await
+        .with_context(|| format!("clearing {table}"))?;
         if batch.num_rows() > 0 {
             written += pg::copy_batch(tx, table, &batch).await?;
         }
@@ -192,7 +204,10 @@ pub struct TagRule {
 
 async fn read_rules<C: GenericClient>(client: &C) -> Result<Vec<TagRule>> {
     let rows = client
-        .query("SELECT tag, category_name, dish_pattern, threshold FROM cdm.tag_rules ORDER BY tag", &[])
+        .query(
+            "SELECT tag, category_name, dish_pattern, threshold FROM cdm.tag_rules ORDER BY tag",
+            &[],
+        )
         .await
         .context("reading cdm.tag_rules")?;
     Ok(rows
@@ -216,12 +231,23 @@ pub struct Showcases {
 /// Count distinct CLOSED orders per user×product, user×category and tag rule, with Polars.
 pub fn compute(facts: &RecordBatch, rules: &[TagRule]) -> Result<Showcases> {
     let facts = frames::to_polars(facts)?.lazy();
-    let distinct_orders = || col("order_id").n_unique().cast(DataType::Int64).alias("order_cnt");
+    let distinct_orders = || {
+        col("order_id")
+            .n_unique()
+            .cast(DataType::Int64)
+            .alias("order_cnt")
+    };
 
     let mut products = facts
         .clone()
         .group_by([col("user_id"), col("product_id")])
-        .agg([col("product_name").drop_nulls().first().alias("product_name"), distinct_orders()])
+        .agg([
+            col("product_name")
+                .drop_nulls()
+                .first()
+                .alias("product_name"),
+            distinct_orders(),
+        ])
         .select([
             col("user_id"),
             col("product_id"),
@@ -233,8 +259,16 @@ pub fn compute(facts: &RecordBatch, rules: &[TagRule]) -> Result<Showcases> {
         .clone()
         .filter(col("category_id").is_not_null())
         .group_by([col("user_id"), col("category_id")])
-        .agg([col("category_name").first().alias("category_name"), distinct_orders()])
-        .select([col("user_id"), col("category_id"), col("category_name"), col("order_cnt")])
+        .agg([
+            col("category_name").first().alias("category_name"),
+            distinct_orders(),
+        ])
+        .select([
+            col("user_id"),
+            col("category_id"),
+            col("category_name"),
+            col("order_cnt"),
+        ])
         .collect()?;
 
     let mut tag_frames = Vec::new();
@@ -253,7 +287,11 @@ pub fn compute(facts: &RecordBatch, rules: &[TagRule]) -> Result<Showcases> {
                 .group_by([col("user_id")])
                 .agg([distinct_orders()])
                 .filter(col("order_cnt").gt_eq(lit(rule.threshold)))
-                .select([col("user_id"), lit(rule.tag.as_str()).alias("tag"), col("order_cnt")]),
+                .select([
+                    col("user_id"),
+                    lit(rule.tag.as_str()).alias("tag"),
+                    col("order_cnt"),
+                ]),
         );
     }
     let mut tags = if tag_frames.is_empty() {

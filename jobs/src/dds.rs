@@ -9,13 +9,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, FixedSizeBinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use chrono::NaiveDateTime;
 use dwh_shared::batch::{self, DeadLetter, Run, Summary};
 use dwh_shared::config::{Bounds, Kafka, Postgres};
 use dwh_shared::model::{parse_ts, StgOrder};
-use dwh_shared::vault::{self, hashdiff, hub_key, link_key};
 use dwh_shared::pg;
+use dwh_shared::vault::{self, hashdiff, hub_key, link_key};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -34,10 +37,16 @@ pub struct Args {
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
-        return Ok(Summary { skipped: true, ..Summary::default() });
+        return Ok(Summary {
+            skipped: true,
+            ..Summary::default()
+        });
     };
     let mut summary = Summary {
-        published: run.publish_outbox().await.context("republishing the last batch")?,
+        published: run
+            .publish_outbox()
+            .await
+            .context("republishing the last batch")?,
         ..Summary::default()
     };
     let topic = &args.kafka.stg_topic;
@@ -73,21 +82,30 @@ pub async fn run(args: &Args) -> Result<Summary> {
         let source = format!("kafka:{topic}");
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&source, &batch_id];
         for hub in vault::HUBS {
-            summary.loaded += tx.execute(&vault::hub_merge(hub), &params).await
+            summary.loaded += tx
+                .execute(&vault::hub_merge(hub), &params)
+                .await
                 .with_context(|| format!("merging dds.{}", hub.table))?;
         }
         for link in vault::LINKS {
-            summary.loaded += tx.execute(&vault::link_merge(link), &params).await
+            summary.loaded += tx
+                .execute(&vault::link_merge(link), &params)
+                .await
                 .with_context(|| format!("merging dds.{}", link.table))?;
         }
         for sat in vault::SATELLITES {
-            summary.loaded += tx.execute(&vault::satellite_merge(sat), &params).await
+            summary.loaded += tx
+                .execute(&vault::satellite_merge(sat), &params)
+                .await
                 .with_context(|| format!("merging dds.{}", sat.table))?;
         }
         batch::fault_point(JOB, "after-merge");
-        tx.execute(include_str!("sql/dds_affected_users.sql"), &[&batch_id, &args.kafka.dds_topic])
-            .await
-            .context("queueing affected users")?;
+        tx.execute(
+            include_str!("sql/dds_affected_users.sql"),
+            &[&batch_id, &args.kafka.dds_topic],
+        )
+        .await
+        .context("queueing affected users")?;
         summary.dead_lettered = batch::dead_letter(&tx, JOB, topic, batch_id, &dead).await?;
         batch::record(&tx, JOB, &drained, batch_id, &summary).await?;
         batch::fault_point(JOB, "before-commit");
@@ -145,11 +163,14 @@ struct Columns {
 
 impl Columns {
     fn uuid(&mut self, name: &'static str, value: Option<Uuid>) {
-        let builder = self.uuids.entry(name).or_insert_with(|| {
-            FixedSizeBinaryBuilder::new(16)
-        });
+        let builder = self
+            .uuids
+            .entry(name)
+            .or_insert_with(|| FixedSizeBinaryBuilder::new(16));
         match value {
-            Some(v) => builder.append_value(v.as_bytes()).expect("a uuid is 16 bytes"),
+            Some(v) => builder
+                .append_value(v.as_bytes())
+                .expect("a uuid is 16 bytes"),
             None => builder.append_null(),
         }
         if !self.order.contains(&name) {
@@ -169,7 +190,10 @@ impl Columns {
         }
     }
     fn time(&mut self, name: &'static str, value: Option<NaiveDateTime>) {
-        self.times.entry(name).or_default().append_option(value.map(micros));
+        self.times
+            .entry(name)
+            .or_default()
+            .append_option(value.map(micros));
         if !self.order.contains(&name) {
             self.order.push(name);
         }
@@ -184,7 +208,12 @@ impl Columns {
             } else if let Some(b) = self.ints.get_mut(name) {
                 Arc::new(b.finish())
             } else {
-                Arc::new(self.times.get_mut(name).expect("every column has a builder").finish())
+                Arc::new(
+                    self.times
+                        .get_mut(name)
+                        .expect("every column has a builder")
+                        .finish(),
+                )
             };
             columns.push((name, array));
         }
@@ -214,16 +243,34 @@ fn stage_batches(orders: &[Order]) -> Result<(RecordBatch, RecordBatch)> {
         o.text("user_id", Some(&m.user.id));
         o.text("username", m.user.name.as_deref());
         o.text("userlogin", m.user.login.as_deref());
-        o.time("user_update_ts", order.user_update_ts.or(Some(order.update_ts)));
+        o.time(
+            "user_update_ts",
+            order.user_update_ts.or(Some(order.update_ts)),
+        );
         o.uuid("h_restaurant_pk", Some(restaurant_pk));
         o.text("restaurant_id", Some(&m.restaurant.id));
         o.text("restaurant_name", m.restaurant.name.as_deref());
-        o.time("restaurant_update_ts", order.restaurant_update_ts.or(Some(order.update_ts)));
+        o.time(
+            "restaurant_update_ts",
+            order.restaurant_update_ts.or(Some(order.update_ts)),
+        );
         o.uuid("hk_order_user_pk", Some(link_key(&[order_pk, user_pk])));
-        o.uuid("s_user_names_hashdiff", hashdiff(&[m.user.name.as_deref(), m.user.login.as_deref()]));
-        o.uuid("s_restaurant_names_hashdiff", hashdiff(&[m.restaurant.name.as_deref()]));
-        o.uuid("s_order_cost_hashdiff", hashdiff(&[Some(&cost), Some(&payment)]));
-        o.uuid("s_order_status_hashdiff", hashdiff(&[Some(&m.final_status)]));
+        o.uuid(
+            "s_user_names_hashdiff",
+            hashdiff(&[m.user.name.as_deref(), m.user.login.as_deref()]),
+        );
+        o.uuid(
+            "s_restaurant_names_hashdiff",
+            hashdiff(&[m.restaurant.name.as_deref()]),
+        );
+        o.uuid(
+            "s_order_cost_hashdiff",
+            hashdiff(&[Some(&cost), Some(&payment)]),
+        );
+        o.uuid(
+            "s_order_status_hashdiff",
+            hashdiff(&[Some(&m.final_status)]),
+        );
         for item in &m.items {
             let product_pk = hub_key(&item.id);
             let category_pk = item.category.as_deref().map(hub_key);
@@ -235,16 +282,32 @@ fn stage_batches(orders: &[Order]) -> Result<(RecordBatch, RecordBatch)> {
             i.uuid("h_restaurant_pk", Some(restaurant_pk));
             i.uuid("h_category_pk", category_pk);
             i.text("category_name", item.category.as_deref());
-            i.uuid("hk_order_product_pk", Some(link_key(&[order_pk, product_pk])));
-            i.uuid("hk_product_restaurant_pk", Some(link_key(&[product_pk, restaurant_pk])));
-            i.uuid("hk_product_category_pk", category_pk.map(|c| link_key(&[product_pk, c])));
+            i.uuid(
+                "hk_order_product_pk",
+                Some(link_key(&[order_pk, product_pk])),
+            );
+            i.uuid(
+                "hk_product_restaurant_pk",
+                Some(link_key(&[product_pk, restaurant_pk])),
+            );
+            i.uuid(
+                "hk_product_category_pk",
+                category_pk.map(|c| link_key(&[product_pk, c])),
+            );
             i.uuid("s_product_names_hashdiff", hashdiff(&[Some(&item.name)]));
         }
     }
     if orders.is_empty() {
-        return Ok((empty_stage(vault::Stage::Orders), empty_stage(vault::Stage::Items)));
+        return Ok((
+            empty_stage(vault::Stage::Orders),
+            empty_stage(vault::Stage::Items),
+        ));
     }
-    let items = if i.order.is_empty() { empty_stage(vault::Stage::Items) } else { i.finish()? };
+    let items = if i.order.is_empty() {
+        empty_stage(vault::Stage::Items)
+    } else {
+        i.finish()?
+    };
     Ok((o.finish()?, items))
 }
 
@@ -254,11 +317,19 @@ fn empty_stage(stage: vault::Stage) -> RecordBatch {
     probe.msg.items.clear();
     if stage == vault::Stage::Items {
         probe.msg.items.push(dwh_shared::model::StgItem {
-            id: String::new(), name: String::new(), price: 0, quantity: 0, category: None,
+            id: String::new(),
+            name: String::new(),
+            price: 0,
+            quantity: 0,
+            category: None,
         });
     }
     let (orders, items) = stage_batches(std::slice::from_ref(&probe)).expect("the probe stages");
-    let batch = if stage == vault::Stage::Orders { orders } else { items };
+    let batch = if stage == vault::Stage::Orders {
+        orders
+    } else {
+        items
+    };
     batch.slice(0, 0)
 }
 

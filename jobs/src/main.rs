@@ -12,7 +12,11 @@ mod stg;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "dwh", version, about = "Micro-batch jobs that build the orders warehouse: STG → DDS (Data Vault) → CDM")]
+#[command(
+    name = "dwh",
+    version,
+    about = "Micro-batch jobs that build the orders warehouse: STG → DDS (Data Vault) → CDM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,8 +53,11 @@ impl Command {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("DWH_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("DWH_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,librdkafka=off,rdkafka=off"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("DWH_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {

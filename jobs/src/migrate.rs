@@ -27,14 +27,26 @@ pub async fn run(args: &Args) -> Result<String> {
     let mut created = Vec::new();
     if !args.skip_topics {
         let k = &args.kafka;
-        let topics = [k.orders_topic.as_str(), k.stg_topic.as_str(), k.dds_topic.as_str()];
+        let topics = [
+            k.orders_topic.as_str(),
+            k.stg_topic.as_str(),
+            k.dds_topic.as_str(),
+        ];
         created = kafka::create_topics(&k.brokers, &topics, args.partitions).await?;
     }
     Ok(format!(
         "migrate: applied {} migration(s){}; created {} topic(s){}",
         applied.len(),
-        if applied.is_empty() { String::new() } else { format!(" ({})", applied.join(", ")) },
+        if applied.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", applied.join(", "))
+        },
         created.len(),
-        if created.is_empty() { String::new() } else { format!(" ({})", created.join(", ")) },
+        if created.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", created.join(", "))
+        },
     ))
 }

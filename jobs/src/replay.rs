@@ -30,7 +30,10 @@ pub struct Args {
 /// `N/s`, `N/min` or `N/h` as the pause between two messages.
 fn parse_rate(raw: &str) -> Result<Duration, String> {
     let (count, unit) = raw.split_once('/').ok_or("expected N/s, N/min or N/h")?;
-    let count: f64 = count.trim().parse().map_err(|_| format!("{count:?} is not a number"))?;
+    let count: f64 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{count:?} is not a number"))?;
     let per = match unit.trim() {
         "s" | "sec" => 1.0,
         "m" | "min" => 60.0,
@@ -123,7 +126,10 @@ pub async fn run(args: &Args) -> Result<String> {
                         deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
                     }
                     for delivery in deliveries {
-                        delivery.await?.map_err(|(e, _)| e).with_context(|| format!("publishing to {topic}"))?;
+                        delivery
+                            .await?
+                            .map_err(|(e, _)| e)
+                            .with_context(|| format!("publishing to {topic}"))?;
                         bar.inc(1);
                     }
                 }
@@ -145,5 +151,7 @@ pub async fn run(args: &Args) -> Result<String> {
         orders += lines.len();
     }
     kafka::flush(&producer)?;
-    Ok(format!("replay: published {orders} order message(s), loaded {documents} dictionary document(s)"))
+    Ok(format!(
+        "replay: published {orders} order message(s), loaded {documents} dictionary document(s)"
+    ))
 }

@@ -7,7 +7,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use chrono::NaiveDateTime;
 use dwh_shared::batch::{self, DeadLetter, Run, Summary};
 use dwh_shared::config::{Bounds, Kafka, Postgres, Redis};
@@ -44,10 +47,16 @@ pub struct SnapshotArgs {
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
-        return Ok(Summary { skipped: true, ..Summary::default() });
+        return Ok(Summary {
+            skipped: true,
+            ..Summary::default()
+        });
     };
     let mut summary = Summary {
-        published: run.publish_outbox().await.context("republishing the last batch")?,
+        published: run
+            .publish_outbox()
+            .await
+            .context("republishing the last batch")?,
         ..Summary::default()
     };
     let mut redis = redis::connect(&args.redis.url).await?;
@@ -77,7 +86,10 @@ pub async fn run(args: &Args) -> Result<Summary> {
         batch::fault_point(JOB, "after-copy");
         load_dictionaries(&tx, &dictionaries.versions, batch_id).await?;
         summary.loaded = tx
-            .execute(include_str!("sql/stg_merge.sql"), &[&batch_id, topic, &args.kafka.stg_topic])
+            .execute(
+                include_str!("sql/stg_merge.sql"),
+                &[&batch_id, topic, &args.kafka.stg_topic],
+            )
             .await
             .context("merging orders into stg.order_events")?;
         batch::fault_point(JOB, "after-merge");
@@ -141,7 +153,12 @@ fn orders_batch(orders: &[Positioned]) -> Result<RecordBatch> {
     let mut sent_dttm = TimestampMicrosecondBuilder::with_capacity(n);
     let mut update_ts = TimestampMicrosecondBuilder::with_capacity(n);
     let mut payload = StringBuilder::new();
-    for Positioned { partition: p, offset: o, order } in orders {
+    for Positioned {
+        partition: p,
+        offset: o,
+        order,
+    } in orders
+    {
         partition.append_value(*p);
         offset.append_value(*o);
         object_id.append_value(order.object_id);
@@ -223,13 +240,21 @@ pub async fn snapshot(args: &SnapshotArgs) -> Result<Summary> {
     for (key, reason) in &dictionaries.unreadable {
         warn!(key, reason, "unreadable dictionary document left out");
     }
-    let mut versions: Vec<String> = dictionaries.versions.iter().map(|v| v.version.to_string()).collect();
+    let mut versions: Vec<String> = dictionaries
+        .versions
+        .iter()
+        .map(|v| v.version.to_string())
+        .collect();
     versions.sort();
     let batch_id = vault::hub_key(&format!("snapshot|{}", versions.join(",")));
     let tx = client.transaction().await?;
     let loaded = load_dictionaries(&tx, &dictionaries.versions, batch_id).await?;
     tx.commit().await?;
-    info!(keys = keys.len(), new_versions = loaded, "dictionary snapshot loaded");
+    info!(
+        keys = keys.len(),
+        new_versions = loaded,
+        "dictionary snapshot loaded"
+    );
     Ok(Summary {
         batch_id: Some(batch_id),
         consumed: keys.len(),

@@ -141,20 +141,23 @@ pub async fn record(
     batch_id: Uuid,
     summary: &Summary,
 ) -> Result<()> {
-        let (partitions, next): (Vec<i32>, Vec<i64>) =
-            drained.ranges.iter().map(|(p, (_, end))| (*p, *end)).unzip();
-        tx.execute(
-            "INSERT INTO dwh.offsets (job, topic, partition, next_offset, batch_id, updated_at)
+    let (partitions, next): (Vec<i32>, Vec<i64>) = drained
+        .ranges
+        .iter()
+        .map(|(p, (_, end))| (*p, *end))
+        .unzip();
+    tx.execute(
+        "INSERT INTO dwh.offsets (job, topic, partition, next_offset, batch_id, updated_at)
              SELECT $1, $2, p, o, $3, now() FROM unnest($4::int4[], $5::int8[]) AS u(p, o)
              ON CONFLICT (job, topic, partition) DO UPDATE
              SET next_offset = EXCLUDED.next_offset, batch_id = EXCLUDED.batch_id,
                  updated_at = EXCLUDED.updated_at",
-            &[&job, &drained.topic, &batch_id, &partitions, &next],
-        )
-        .await
-        .context("storing offsets")?;
-        let ranges = serde_json::to_value(&drained.ranges)?;
-        tx.execute(
+        &[&job, &drained.topic, &batch_id, &partitions, &next],
+    )
+    .await
+    .context("storing offsets")?;
+    let ranges = serde_json::to_value(&drained.ranges)?;
+    tx.execute(
             "INSERT INTO dwh.batches (batch_id, job, topic, ranges, consumed, loaded, dead_lettered, committed_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, now())
              ON CONFLICT (batch_id) DO UPDATE
@@ -176,44 +179,46 @@ pub async fn record(
 }
 
 async fn publish_outbox(client: &Client, producer: &FutureProducer, job: &str) -> Result<u64> {
-        let mut sent = 0u64;
-        loop {
-            let rows = client
-                .query(
-                    "SELECT id, topic, key, value FROM dwh.outbox WHERE job = $1 ORDER BY id LIMIT $2",
-                    &[&job, &PUBLISH_CHUNK],
-                )
-                .await
-                .context("reading the outbox")?;
-            let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { break };
-            let mut by_topic: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-            for row in &rows {
-                by_topic
-                    .entry(row.get(1))
-                    .or_default()
-                    .push((row.get(2), row.get(3)));
-            }
-            for (topic, records) in &by_topic {
-                kafka::publish(producer, topic, records).await?;
-            }
-            fault_point(job, "mid-publish");
-            client
-                .execute(
-                    "DELETE FROM dwh.outbox WHERE job = $1 AND id <= $2",
-                    &[&job, &last],
-                )
-                .await
-                .context("clearing the outbox")?;
-            sent += rows.len() as u64;
-        }
-        client
-            .execute(
-                "UPDATE dwh.batches SET published_at = now() WHERE job = $1 AND published_at IS NULL",
-                &[&job],
+    let mut sent = 0u64;
+    loop {
+        let rows = client
+            .query(
+                "SELECT id, topic, key, value FROM dwh.outbox WHERE job = $1 ORDER BY id LIMIT $2",
+                &[&job, &PUBLISH_CHUNK],
             )
             .await
-            .context("marking batches published")?;
-        Ok(sent)
+            .context("reading the outbox")?;
+        let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            break;
+        };
+        let mut by_topic: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for row in &rows {
+            by_topic
+                .entry(row.get(1))
+                .or_default()
+                .push((row.get(2), row.get(3)));
+        }
+        for (topic, records) in &by_topic {
+            kafka::publish(producer, topic, records).await?;
+        }
+        fault_point(job, "mid-publish");
+        client
+            .execute(
+                "DELETE FROM dwh.outbox WHERE job = $1 AND id <= $2",
+                &[&job, &last],
+            )
+            .await
+            .context("clearing the outbox")?;
+        sent += rows.len() as u64;
+    }
+    client
+        .execute(
+            "UPDATE dwh.batches SET published_at = now() WHERE job = $1 AND published_at IS NULL",
+            &[&job],
+        )
+        .await
+        .context("marking batches published")?;
+    Ok(sent)
 }
 
 /// The next offset to read per partition, as the last committed batch of `job` left it.
@@ -251,7 +256,15 @@ pub async fn dead_letter(
          SELECT $1, $2, p, o, r, why, $3
          FROM unnest($4::int4[], $5::int8[], $6::bytea[], $7::text[]) AS u(p, o, r, why)
          ON CONFLICT (job, topic, partition, \"offset\") DO NOTHING",
-        &[&job, &topic, &batch_id, &partitions, &offsets, &raws, &reasons],
+        &[
+            &job,
+            &topic,
+            &batch_id,
+            &partitions,
+            &offsets,
+            &raws,
+            &reasons,
+        ],
     )
     .await
     .context("writing dead letters")?;

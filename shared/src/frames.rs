@@ -9,7 +9,9 @@ use std::io::Cursor;
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
-use polars::prelude::{CompatLevel, DataFrame, IpcStreamReader, IpcStreamWriter, SerReader, SerWriter};
+use polars::prelude::{
+    CompatLevel, DataFrame, IpcStreamReader, IpcStreamWriter, SerReader, SerWriter,
+};
 
 /// An arrow-rs batch as a Polars frame.
 pub fn to_polars(batch: &RecordBatch) -> Result<DataFrame> {

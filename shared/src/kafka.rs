@@ -74,9 +74,11 @@ pub async fn drain(
     timeout: Duration,
 ) -> Result<Drained> {
     let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || drain_blocking(&brokers, &group, &topic, stored, max, timeout))
-        .await
-        .context("drain thread failed")?
+    tokio::task::spawn_blocking(move || {
+        drain_blocking(&brokers, &group, &topic, stored, max, timeout)
+    })
+    .await
+    .context("drain thread failed")?
 }
 
 fn drain_blocking(
@@ -107,7 +109,13 @@ fn drain_blocking(
             .with_context(|| format!("reading offsets of {topic}/{partition} at {brokers}"))?;
         let mut start = stored.get(&partition).copied().unwrap_or(low);
         if start < low {
-            tracing::warn!(topic, partition, start, low, "stored offset is below the log start (retention): resuming at {low}");
+            tracing::warn!(
+                topic,
+                partition,
+                start,
+                low,
+                "stored offset is below the log start (retention): resuming at {low}"
+            );
             start = low;
         }
         let end = high.min(start + budget.max(0));
@@ -127,7 +135,12 @@ fn drain_blocking(
         .iter()
         .map(|(p, (start, end))| (*p, (*start, *end)))
         .collect();
-    Ok(Drained { topic: topic.to_owned(), messages, ranges, consumer })
+    Ok(Drained {
+        topic: topic.to_owned(),
+        messages,
+        ranges,
+        consumer,
+    })
 }
 
 fn partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<Vec<i32>> {
@@ -162,7 +175,9 @@ fn poll_until(
         };
         let message = result.with_context(|| format!("consuming {topic}"))?;
         let partition = message.partition();
-        let Some((_, end)) = targets.get(&partition) else { continue };
+        let Some((_, end)) = targets.get(&partition) else {
+            continue;
+        };
         if message.offset() >= *end || message.offset() < next[&partition] {
             continue;
         }
@@ -200,7 +215,9 @@ pub async fn publish(
     let deliveries: Vec<_> = records
         .iter()
         .map(|(key, value)| {
-            let record = FutureRecord::to(topic).key(key.as_str()).payload(value.as_str());
+            let record = FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(value.as_str());
             producer.send_result(record).map_err(|(e, _)| e)
         })
         .collect::<Result<_, KafkaError>>()
@@ -217,7 +234,9 @@ pub async fn publish(
 
 /// Flush whatever the producer still holds.
 pub fn flush(producer: &FutureProducer) -> Result<()> {
-    producer.flush(Duration::from_secs(30)).context("flushing the Kafka producer")
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing the Kafka producer")
 }
 
 /// Create `topics` with `partitions` partitions; existing topics are left as they are.

@@ -108,7 +108,12 @@ impl OrderMessage {
         if let Some(field) = missing {
             return Err(format!("order {} has an empty {field}", envelope.object_id));
         }
-        let _ = (payload.date, payload.order_items.len(), payload.cost, payload.payment);
+        let _ = (
+            payload.date,
+            payload.order_items.len(),
+            payload.cost,
+            payload.payment,
+        );
         Ok(OrderMessage {
             object_id: envelope.object_id,
             object_type: envelope.object_type,
@@ -168,7 +173,9 @@ impl DictVersion {
         let kind = match (&doc.menu, &doc.login) {
             (Some(_), _) => DictKind::Restaurant,
             (None, Some(_)) => DictKind::User,
-            (None, None) => return Err(format!("redis key {key}: neither a user nor a restaurant")),
+            (None, None) => {
+                return Err(format!("redis key {key}: neither a user nor a restaurant"))
+            }
         };
         // serde_json's Value keeps keys sorted: its text is a canonical form of the content,
         // so an escaped and a raw UTF-8 copy of one document are one version.
@@ -269,7 +276,10 @@ mod tests {
         assert!(OrderMessage::parse(payment.as_bytes())
             .unwrap_err()
             .contains("is not \"order\""));
-        let bad_ts = ORDER.replace("\"update_ts\": \"2023-09-25 13:42:07\"", "\"update_ts\": \"soon\"");
+        let bad_ts = ORDER.replace(
+            "\"update_ts\": \"2023-09-25 13:42:07\"",
+            "\"update_ts\": \"soon\"",
+        );
         assert!(OrderMessage::parse(bad_ts.as_bytes())
             .unwrap_err()
             .contains("bad payload"));

@@ -55,7 +55,10 @@ pub async fn ensure_database(url: &str) -> Result<()> {
         .is_some();
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+        match client
+            .batch_execute(&format!("CREATE DATABASE {quoted}"))
+            .await
+        {
             Ok(()) => tracing::info!(database = %name, "created database"),
             // Another migrate created it in the meantime.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
@@ -116,7 +119,11 @@ fn pg_type(data_type: &DataType) -> Result<&'static str> {
 }
 
 /// Create a temporary table (dropped at commit) whose columns follow the batch's schema.
-pub async fn create_temp_table<C: GenericClient>(tx: &C, name: &str, schema: &Schema) -> Result<()> {
+pub async fn create_temp_table<C: GenericClient>(
+    tx: &C,
+    name: &str,
+    schema: &Schema,
+) -> Result<()> {
     let columns = schema
         .fields()
         .iter()
@@ -150,8 +157,12 @@ pub async fn copy_batch(tx: &Transaction<'_>, table: &str, batch: &RecordBatch) 
         .await
         .with_context(|| format!("starting COPY into {table}"))?;
     futures::pin_mut!(sink);
-    sink.send(buf.freeze()).await.with_context(|| format!("COPY into {table}"))?;
-    sink.finish().await.with_context(|| format!("COPY into {table}"))
+    sink.send(buf.freeze())
+        .await
+        .with_context(|| format!("COPY into {table}"))?;
+    sink.finish()
+        .await
+        .with_context(|| format!("COPY into {table}"))
 }
 
 /// Stage a batch: a temp table shaped like it, filled by one binary COPY.

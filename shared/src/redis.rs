@@ -14,8 +14,8 @@ const CHUNK: usize = 5_000;
 
 /// Connect to Redis; the error names the (masked) URL.
 pub async fn connect(url: &str) -> Result<MultiplexedConnection> {
-    let client = redis::Client::open(url)
-        .with_context(|| format!("bad Redis URL {}", mask_url(url)))?;
+    let client =
+        redis::Client::open(url).with_context(|| format!("bad Redis URL {}", mask_url(url)))?;
     client
         .get_multiplexed_async_connection()
         .await

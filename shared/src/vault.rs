@@ -95,26 +95,101 @@ impl Satellite {
 }
 
 pub const HUBS: &[Hub] = &[
-    Hub { table: "h_user", key: "h_user_pk", business_keys: &["user_id"], stage: Stage::Orders },
-    Hub { table: "h_restaurant", key: "h_restaurant_pk", business_keys: &["restaurant_id"], stage: Stage::Orders },
-    Hub { table: "h_order", key: "h_order_pk", business_keys: &["order_id", "order_dt"], stage: Stage::Orders },
-    Hub { table: "h_product", key: "h_product_pk", business_keys: &["product_id"], stage: Stage::Items },
-    Hub { table: "h_category", key: "h_category_pk", business_keys: &["category_name"], stage: Stage::Items },
+    Hub {
+        table: "h_user",
+        key: "h_user_pk",
+        business_keys: &["user_id"],
+        stage: Stage::Orders,
+    },
+    Hub {
+        table: "h_restaurant",
+        key: "h_restaurant_pk",
+        business_keys: &["restaurant_id"],
+        stage: Stage::Orders,
+    },
+    Hub {
+        table: "h_order",
+        key: "h_order_pk",
+        business_keys: &["order_id", "order_dt"],
+        stage: Stage::Orders,
+    },
+    Hub {
+        table: "h_product",
+        key: "h_product_pk",
+        business_keys: &["product_id"],
+        stage: Stage::Items,
+    },
+    Hub {
+        table: "h_category",
+        key: "h_category_pk",
+        business_keys: &["category_name"],
+        stage: Stage::Items,
+    },
 ];
 
 pub const LINKS: &[Link] = &[
-    Link { table: "l_order_user", key: "hk_order_user_pk", hub_keys: &["h_order_pk", "h_user_pk"], stage: Stage::Orders },
-    Link { table: "l_order_product", key: "hk_order_product_pk", hub_keys: &["h_order_pk", "h_product_pk"], stage: Stage::Items },
-    Link { table: "l_product_restaurant", key: "hk_product_restaurant_pk", hub_keys: &["h_product_pk", "h_restaurant_pk"], stage: Stage::Items },
-    Link { table: "l_product_category", key: "hk_product_category_pk", hub_keys: &["h_product_pk", "h_category_pk"], stage: Stage::Items },
+    Link {
+        table: "l_order_user",
+        key: "hk_order_user_pk",
+        hub_keys: &["h_order_pk", "h_user_pk"],
+        stage: Stage::Orders,
+    },
+    Link {
+        table: "l_order_product",
+        key: "hk_order_product_pk",
+        hub_keys: &["h_order_pk", "h_product_pk"],
+        stage: Stage::Items,
+    },
+    Link {
+        table: "l_product_restaurant",
+        key: "hk_product_restaurant_pk",
+        hub_keys: &["h_product_pk", "h_restaurant_pk"],
+        stage: Stage::Items,
+    },
+    Link {
+        table: "l_product_category",
+        key: "hk_product_category_pk",
+        hub_keys: &["h_product_pk", "h_category_pk"],
+        stage: Stage::Items,
+    },
 ];
 
 pub const SATELLITES: &[Satellite] = &[
-    Satellite { table: "s_user_names", parent_key: "h_user_pk", attributes: &[("username", "username"), ("userlogin", "userlogin")], effective: "user_update_ts", stage: Stage::Orders },
-    Satellite { table: "s_restaurant_names", parent_key: "h_restaurant_pk", attributes: &[("name", "restaurant_name")], effective: "restaurant_update_ts", stage: Stage::Orders },
-    Satellite { table: "s_order_cost", parent_key: "h_order_pk", attributes: &[("cost", "cost"), ("payment", "payment")], effective: "update_ts", stage: Stage::Orders },
-    Satellite { table: "s_order_status", parent_key: "h_order_pk", attributes: &[("status", "status")], effective: "update_ts", stage: Stage::Orders },
-    Satellite { table: "s_product_names", parent_key: "h_product_pk", attributes: &[("name", "product_name")], effective: "update_ts", stage: Stage::Items },
+    Satellite {
+        table: "s_user_names",
+        parent_key: "h_user_pk",
+        attributes: &[("username", "username"), ("userlogin", "userlogin")],
+        effective: "user_update_ts",
+        stage: Stage::Orders,
+    },
+    Satellite {
+        table: "s_restaurant_names",
+        parent_key: "h_restaurant_pk",
+        attributes: &[("name", "restaurant_name")],
+        effective: "restaurant_update_ts",
+        stage: Stage::Orders,
+    },
+    Satellite {
+        table: "s_order_cost",
+        parent_key: "h_order_pk",
+        attributes: &[("cost", "cost"), ("payment", "payment")],
+        effective: "update_ts",
+        stage: Stage::Orders,
+    },
+    Satellite {
+        table: "s_order_status",
+        parent_key: "h_order_pk",
+        attributes: &[("status", "status")],
+        effective: "update_ts",
+        stage: Stage::Orders,
+    },
+    Satellite {
+        table: "s_product_names",
+        parent_key: "h_product_pk",
+        attributes: &[("name", "product_name")],
+        effective: "update_ts",
+        stage: Stage::Items,
+    },
 ];
 
 /// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a hub's new keys. `$1` load_src, `$2` batch id.
@@ -188,13 +263,19 @@ mod tests {
             hub_key("626a81ce9a8cd1920641e272").to_string(),
             "f58d869c-6e95-59bd-ae43-fc5e42b6f9cd"
         );
-        assert_eq!(hub_key("Супы").to_string(), "5f2bd497-da00-5ac4-b4a7-3f00c6551edc");
+        assert_eq!(
+            hub_key("Супы").to_string(),
+            "5f2bd497-da00-5ac4-b4a7-3f00c6551edc"
+        );
     }
 
     #[test]
     fn hashdiff_tells_missing_from_empty() {
         assert_ne!(hashdiff(&[Some(""), None]), hashdiff(&[None, Some("")]));
-        assert_ne!(hashdiff(&[Some("a"), Some("b")]), hashdiff(&[Some("ab"), Some("")]));
+        assert_ne!(
+            hashdiff(&[Some("a"), Some("b")]),
+            hashdiff(&[Some("ab"), Some("")])
+        );
         assert_eq!(hashdiff(&[None, None]), None);
     }
 

@@ -62,7 +62,9 @@ impl Env {
 
     /// `dwh <args>` with this environment, waited for.
     pub fn dwh(&self, args: &[&str]) -> Output {
-        self.command(args, &[]).output().expect("the dwh binary runs")
+        self.command(args, &[])
+            .output()
+            .expect("the dwh binary runs")
     }
 
     /// `dwh <args>` that must succeed; returns its stdout.
@@ -142,7 +144,10 @@ impl Drop for Env {
         let name = self.name.clone();
         // Drop runs inside the test's runtime: clean up on a thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let client = connect(PG_ADMIN).await;
                 client
@@ -178,8 +183,14 @@ async fn redis_db() -> u32 {
         .expect("INCR");
     let db = 1 + (n % 15) as u32;
     let client = redis::Client::open(format!("redis://127.0.0.1:6379/{db}")).expect("a Redis URL");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
-    redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await.expect("FLUSHDB");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    redis::cmd("FLUSHDB")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("FLUSHDB");
     db
 }
 
@@ -201,11 +212,21 @@ where
 
 /// The number of rows of a query's first column as i64 (`SELECT count(*) …`).
 pub async fn count(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 /// A fingerprint of a whole table's content, to show that a replay changed nothing.
 pub async fn fingerprint(client: &Client, table: &str) -> String {
-    let sql = format!("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t");
-    client.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    let sql = format!(
+        "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+    );
+    client
+        .query_one(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }

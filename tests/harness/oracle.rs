@@ -67,7 +67,10 @@ pub fn parse_order(line: &str) -> Option<(i64, Order)> {
     for item in p.get("order_items")?.as_array()? {
         item.get("price")?.as_i64()?;
         item.get("quantity")?.as_i64()?;
-        items.push((item.get("id")?.as_str()?.to_owned(), item.get("name")?.as_str()?.to_owned()));
+        items.push((
+            item.get("id")?.as_str()?.to_owned(),
+            item.get("name")?.as_str()?.to_owned(),
+        ));
     }
     Some((
         id,
@@ -134,13 +137,18 @@ impl Oracle {
         let mut newest: BTreeMap<String, (String, String)> = BTreeMap::new();
         for order in self.orders.values() {
             for (id, name) in &order.items {
-                let e = newest.entry(id.clone()).or_insert((String::new(), name.clone()));
+                let e = newest
+                    .entry(id.clone())
+                    .or_insert((String::new(), name.clone()));
                 if order.update_ts > e.0 {
                     *e = (order.update_ts.clone(), name.clone());
                 }
             }
         }
-        newest.into_iter().map(|(id, (_, name))| (id, name)).collect()
+        newest
+            .into_iter()
+            .map(|(id, (_, name))| (id, name))
+            .collect()
     }
 
     /// user key → product key → (name, distinct CLOSED orders).
