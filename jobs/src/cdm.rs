@@ -10,17 +10,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
-use dwh_shared::batch::{self, DeadLetter, Run, Summary};
+use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
 use dwh_shared::config::{Bounds, Kafka, Postgres};
 use dwh_shared::frames;
+use dwh_shared::kafka::Drained;
 use dwh_shared::model::AffectedUser;
 use dwh_shared::pg;
 use polars::prelude::*;
 use tokio_postgres::{GenericClient, Transaction};
-use tracing::{info, Instrument};
+use tracing::info;
 use uuid::Uuid;
-
-const JOB: &str = "cdm";
 
 /// `dwh cdm`: recompute the showcases of the users DDS reported.
 #[derive(clap::Args, Debug)]
@@ -40,62 +39,40 @@ pub struct Args {
 }
 
 pub async fn run(args: &Args) -> Result<Summary> {
-    let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
+    if args.full {
+        return full(args).await;
+    }
+    let topic = &args.kafka.dds_topic;
+    batch::run(&mut Cdm, &args.pg, &args.kafka, topic, &args.bounds).await
+}
+
+struct Cdm;
+
+impl Job for Cdm {
+    const NAME: &'static str = "cdm";
+
+    async fn load(&mut self, tx: &Transaction<'_>, drained: &Drained, _: Uuid) -> Result<Loaded> {
+        let (affected, dead) = batch::parse_all(drained, |bytes| {
+            serde_json::from_slice::<AffectedUser>(bytes)
+                .map_err(|e| format!("not an affected-user message: {e}"))
+        });
+        let mut users: Vec<Uuid> = affected.iter().map(|(_, a)| a.user_pk).collect();
+        users.sort();
+        users.dedup();
+        let rows = recompute(tx, &users).await?;
+        Ok(Loaded { rows, dead })
+    }
+}
+
+/// Recompute every user, `chunk` users per transaction, so memory stays bounded.
+async fn full(args: &Args) -> Result<Summary> {
+    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka).await? else {
         return Ok(Summary {
             skipped: true,
             ..Summary::default()
         });
     };
-    if args.full {
-        return full(run, args.chunk).await;
-    }
-    let mut summary = Summary::default();
-    let topic = &args.kafka.dds_topic;
-    let drained = run.drain(topic, &args.bounds).await?;
-    summary.consumed = drained.messages.len();
-    if drained.messages.is_empty() {
-        summary.seconds = run.elapsed();
-        return Ok(summary);
-    }
-    let batch_id = batch::batch_id(JOB, topic, &drained.ranges);
-    summary.batch_id = Some(batch_id);
-    let span = tracing::info_span!("batch", job = JOB, %batch_id);
-    async {
-        let mut users = Vec::new();
-        let mut dead = Vec::new();
-        for message in &drained.messages {
-            match serde_json::from_slice::<AffectedUser>(&message.payload) {
-                Ok(affected) => users.push(affected.user_pk),
-                Err(e) => dead.push(DeadLetter {
-                    partition: message.partition,
-                    offset: message.offset,
-                    raw: message.payload.clone(),
-                    reason: format!("not an affected-user message: {e}"),
-                }),
-            }
-        }
-        users.sort();
-        users.dedup();
-
-        let tx = run.client.transaction().await?;
-        summary.loaded = recompute(&tx, &users).await?;
-        batch::fault_point(JOB, "after-merge");
-        summary.dead_lettered = batch::dead_letter(&tx, JOB, topic, batch_id, &dead).await?;
-        batch::record(&tx, JOB, &drained, batch_id, &summary).await?;
-        batch::fault_point(JOB, "before-commit");
-        tx.commit().await.context("committing the batch")?;
-        batch::fault_point(JOB, "after-commit");
-        drained.commit_group_offsets();
-        anyhow::Ok(())
-    }
-    .instrument(span)
-    .await?;
-    summary.seconds = run.elapsed();
-    Ok(summary)
-}
-
-/// Recompute every user, `chunk` users per transaction, so memory stays bounded.
-async fn full(mut run: Run, chunk: i64) -> Result<Summary> {
+    let chunk = args.chunk;
     let mut summary = Summary::default();
     let mut after = Uuid::nil();
     let tx = run.client.transaction().await?;

@@ -14,15 +14,14 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use chrono::NaiveDateTime;
-use dwh_shared::batch::{self, DeadLetter, Run, Summary};
+use dwh_shared::batch::{self, Job, Loaded, Summary};
 use dwh_shared::config::{Bounds, Kafka, Postgres};
+use dwh_shared::kafka::Drained;
 use dwh_shared::model::{parse_ts, StgOrder};
 use dwh_shared::pg;
 use dwh_shared::vault::{self, hashdiff, hub_key, link_key};
-use tracing::Instrument;
+use tokio_postgres::Transaction;
 use uuid::Uuid;
-
-const JOB: &str = "dds";
 
 /// `dwh dds`: build the Data Vault from what waits in the STG topic.
 #[derive(clap::Args, Debug)]
@@ -36,91 +35,65 @@ pub struct Args {
 }
 
 pub async fn run(args: &Args) -> Result<Summary> {
-    let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
-        return Ok(Summary {
-            skipped: true,
-            ..Summary::default()
-        });
+    let mut job = Dds {
+        source: format!("kafka:{}", args.kafka.stg_topic),
+        target: args.kafka.dds_topic.clone(),
     };
-    let mut summary = Summary {
-        published: run
-            .publish_outbox()
-            .await
-            .context("republishing the last batch")?,
-        ..Summary::default()
-    };
-    let topic = &args.kafka.stg_topic;
-    let drained = run.drain(topic, &args.bounds).await?;
-    summary.consumed = drained.messages.len();
-    if drained.messages.is_empty() {
-        summary.seconds = run.elapsed();
-        return Ok(summary);
-    }
-    let batch_id = batch::batch_id(JOB, topic, &drained.ranges);
-    summary.batch_id = Some(batch_id);
-    let span = tracing::info_span!("batch", job = JOB, %batch_id);
-    async {
-        let mut orders = Vec::with_capacity(drained.messages.len());
-        let mut dead = Vec::new();
-        for message in &drained.messages {
-            match Order::parse(&message.payload) {
-                Ok(order) => orders.push(order),
-                Err(reason) => dead.push(DeadLetter {
-                    partition: message.partition,
-                    offset: message.offset,
-                    raw: message.payload.clone(),
-                    reason,
-                }),
-            }
-        }
-        let (order_rows, item_rows) = stage_batches(&orders)?;
+    batch::run(
+        &mut job,
+        &args.pg,
+        &args.kafka,
+        &args.kafka.stg_topic,
+        &args.bounds,
+    )
+    .await
+}
 
-        let tx = run.client.transaction().await?;
-        pg::stage(&tx, vault::Stage::Orders.table(), &order_rows).await?;
-        pg::stage(&tx, vault::Stage::Items.table(), &item_rows).await?;
-        batch::fault_point(JOB, "after-copy");
-        let source = format!("kafka:{topic}");
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&source, &batch_id];
-        for hub in vault::HUBS {
-            summary.loaded += tx
-                .execute(&vault::hub_merge(hub), &params)
+struct Dds {
+    /// `load_src` of every row this job writes.
+    source: String,
+    /// The DDS topic affected users are published to.
+    target: String,
+}
+
+impl Job for Dds {
+    const NAME: &'static str = "dds";
+
+    async fn load(
+        &mut self,
+        tx: &Transaction<'_>,
+        drained: &Drained,
+        batch_id: Uuid,
+    ) -> Result<Loaded> {
+        let (orders, dead) = batch::parse_all(drained, Order::parse);
+        let orders: Vec<Order> = orders.into_iter().map(|(_, order)| order).collect();
+        let (order_rows, item_rows) = stage_batches(&orders)?;
+        pg::stage(tx, vault::Stage::Orders.table(), &order_rows).await?;
+        pg::stage(tx, vault::Stage::Items.table(), &item_rows).await?;
+        batch::fault_point(Self::NAME, "after-copy");
+
+        let merges = (vault::HUBS.iter().map(|h| (h.table, vault::hub_merge(h))))
+            .chain(vault::LINKS.iter().map(|l| (l.table, vault::link_merge(l))))
+            .chain(
+                vault::SATELLITES
+                    .iter()
+                    .map(|s| (s.table, vault::satellite_merge(s))),
+            );
+        let mut rows = 0;
+        for (table, sql) in merges {
+            rows += tx
+                .execute(&sql, &[&self.source, &batch_id])
                 .await
-                .with_context(|| format!("merging dds.{}", hub.table))?;
+                .with_context(|| format!("merging dds.{table}"))?;
         }
-        for link in vault::LINKS {
-            summary.loaded += tx
-                .execute(&vault::link_merge(link), &params)
-                .await
-                .with_context(|| format!("merging dds.{}", link.table))?;
-        }
-        for sat in vault::SATELLITES {
-            summary.loaded += tx
-                .execute(&vault::satellite_merge(sat), &params)
-                .await
-                .with_context(|| format!("merging dds.{}", sat.table))?;
-        }
-        batch::fault_point(JOB, "after-merge");
         tx.execute(
             include_str!("sql/dds_affected_users.sql"),
-            &[&batch_id, &args.kafka.dds_topic],
+            &[&batch_id, &self.target],
         )
         .await
         .context("queueing affected users")?;
-        summary.dead_lettered = batch::dead_letter(&tx, JOB, topic, batch_id, &dead).await?;
-        batch::record(&tx, JOB, &drained, batch_id, &summary).await?;
-        batch::fault_point(JOB, "before-commit");
-        tx.commit().await.context("committing the batch")?;
-        batch::fault_point(JOB, "after-commit");
-
-        summary.published += run.publish_outbox().await?;
-        batch::fault_point(JOB, "after-publish");
-        drained.commit_group_offsets();
-        anyhow::Ok(())
+        Ok(Loaded { rows, dead })
     }
-    .instrument(span)
-    .await?;
-    summary.seconds = run.elapsed();
-    Ok(summary)
 }
 
 /// An STG message with its timestamps checked.

@@ -6,22 +6,21 @@
 
 use std::sync::Arc;
 
+use ::redis::aio::MultiplexedConnection;
 use anyhow::{Context, Result};
 use arrow::array::{
     ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use chrono::NaiveDateTime;
-use dwh_shared::batch::{self, DeadLetter, Run, Summary};
+use dwh_shared::batch::{self, Job, Loaded, Summary};
 use dwh_shared::config::{Bounds, Kafka, Postgres, Redis};
-use dwh_shared::kafka::Drained;
+use dwh_shared::kafka::{Drained, Polled};
 use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
 use dwh_shared::{pg, redis, vault};
 use tokio_postgres::Transaction;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 use uuid::Uuid;
-
-const JOB: &str = "stg";
 
 /// `dwh stg`: load what waits in the orders topic into STG and publish it enriched.
 #[derive(clap::Args, Debug)]
@@ -46,97 +45,59 @@ pub struct SnapshotArgs {
 }
 
 pub async fn run(args: &Args) -> Result<Summary> {
-    let Some(mut run) = Run::begin(JOB, &args.pg, &args.kafka).await? else {
-        return Ok(Summary {
-            skipped: true,
-            ..Summary::default()
-        });
+    let mut job = Stg {
+        redis: redis::connect(&args.redis.url).await?,
+        source: args.kafka.orders_topic.clone(),
+        target: args.kafka.stg_topic.clone(),
     };
-    let mut summary = Summary {
-        published: run
-            .publish_outbox()
-            .await
-            .context("republishing the last batch")?,
-        ..Summary::default()
-    };
-    let mut redis = redis::connect(&args.redis.url).await?;
-    let topic = &args.kafka.orders_topic;
-    let drained = run.drain(topic, &args.bounds).await?;
-    summary.consumed = drained.messages.len();
-    if drained.messages.is_empty() {
-        summary.seconds = run.elapsed();
-        return Ok(summary);
-    }
-    let batch_id = batch::batch_id(JOB, topic, &drained.ranges);
-    summary.batch_id = Some(batch_id);
-    let span = tracing::info_span!("batch", job = JOB, %batch_id);
-    async {
-        let (orders, dead) = parse(&drained);
+    batch::run(
+        &mut job,
+        &args.pg,
+        &args.kafka,
+        &args.kafka.orders_topic,
+        &args.bounds,
+    )
+    .await
+}
+
+struct Stg {
+    redis: MultiplexedConnection,
+    /// The orders topic.
+    source: String,
+    /// The STG topic enriched orders are published to.
+    target: String,
+}
+
+impl Job for Stg {
+    const NAME: &'static str = "stg";
+
+    async fn load(
+        &mut self,
+        tx: &Transaction<'_>,
+        drained: &Drained,
+        batch_id: Uuid,
+    ) -> Result<Loaded> {
+        let (orders, dead) = batch::parse_all(drained, OrderMessage::parse);
         let ids: Vec<String> = orders
             .iter()
-            .flat_map(|p| [p.order.user_id.clone(), p.order.restaurant_id.clone()])
+            .flat_map(|(_, o)| [o.user_id.clone(), o.restaurant_id.clone()])
             .collect();
-        let dictionaries = redis::read(&mut redis, &ids).await?;
+        let dictionaries = redis::read(&mut self.redis, &ids).await?;
         for (key, reason) in &dictionaries.unreadable {
             warn!(key, reason, "unreadable dictionary document left out");
         }
-
-        let tx = run.client.transaction().await?;
-        pg::stage(&tx, "stage_orders", &orders_batch(&orders)?).await?;
-        batch::fault_point(JOB, "after-copy");
-        load_dictionaries(&tx, &dictionaries.versions, batch_id).await?;
-        summary.loaded = tx
+        pg::stage(tx, "stage_orders", &orders_batch(&orders)?).await?;
+        batch::fault_point(Self::NAME, "after-copy");
+        load_dictionaries(tx, &dictionaries.versions, batch_id).await?;
+        let rows = tx
             .execute(
                 include_str!("sql/stg_merge.sql"),
-                &[&batch_id, topic, &args.kafka.stg_topic],
+                &[&batch_id, &self.source, &self.target],
             )
             .await
             .context("merging orders into stg.order_events")?;
-        batch::fault_point(JOB, "after-merge");
-        summary.dead_lettered = batch::dead_letter(&tx, JOB, topic, batch_id, &dead).await?;
-        batch::record(&tx, JOB, &drained, batch_id, &summary).await?;
-        batch::fault_point(JOB, "before-commit");
-        tx.commit().await.context("committing the batch")?;
-        batch::fault_point(JOB, "after-commit");
-
-        summary.published += run.publish_outbox().await?;
-        batch::fault_point(JOB, "after-publish");
-        drained.commit_group_offsets();
-        anyhow::Ok(())
+        Ok(Loaded { rows, dead })
     }
-    .instrument(span)
-    .await?;
-    summary.seconds = run.elapsed();
-    Ok(summary)
-}
-
-/// An order with its position in the topic.
-struct Positioned {
-    partition: i32,
-    offset: i64,
-    order: OrderMessage,
-}
-
-/// Split the drained messages into orders and dead letters.
-fn parse(drained: &Drained) -> (Vec<Positioned>, Vec<DeadLetter>) {
-    let mut orders = Vec::with_capacity(drained.messages.len());
-    let mut dead = Vec::new();
-    for message in &drained.messages {
-        match OrderMessage::parse(&message.payload) {
-            Ok(order) => orders.push(Positioned {
-                partition: message.partition,
-                offset: message.offset,
-                order,
-            }),
-            Err(reason) => dead.push(DeadLetter {
-                partition: message.partition,
-                offset: message.offset,
-                raw: message.payload.clone(),
-                reason,
-            }),
-        }
-    }
-    (orders, dead)
 }
 
 fn micros(ts: NaiveDateTime) -> i64 {
@@ -144,7 +105,7 @@ fn micros(ts: NaiveDateTime) -> i64 {
 }
 
 /// The orders of a batch as the Arrow batch that is copied into `stage_orders`.
-fn orders_batch(orders: &[Positioned]) -> Result<RecordBatch> {
+fn orders_batch(orders: &[(&Polled, OrderMessage)]) -> Result<RecordBatch> {
     let n = orders.len();
     let mut partition = Int32Builder::with_capacity(n);
     let mut offset = Int64Builder::with_capacity(n);
@@ -153,14 +114,9 @@ fn orders_batch(orders: &[Positioned]) -> Result<RecordBatch> {
     let mut sent_dttm = TimestampMicrosecondBuilder::with_capacity(n);
     let mut update_ts = TimestampMicrosecondBuilder::with_capacity(n);
     let mut payload = StringBuilder::new();
-    for Positioned {
-        partition: p,
-        offset: o,
-        order,
-    } in orders
-    {
-        partition.append_value(*p);
-        offset.append_value(*o);
+    for (message, order) in orders {
+        partition.append_value(message.partition);
+        offset.append_value(message.offset);
         object_id.append_value(order.object_id);
         object_type.append_value(&order.object_type);
         sent_dttm.append_value(micros(order.sent_dttm));

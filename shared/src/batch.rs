@@ -10,9 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use anyhow::{Context, Result};
 use rdkafka::producer::FutureProducer;
 use tokio_postgres::{Client, GenericClient, Transaction};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{Bounds, Kafka, Postgres};
@@ -77,6 +80,105 @@ impl Summary {
             self.consumed, self.loaded, self.dead_lettered, self.published, self.seconds
         )
     }
+}
+
+/// What a job's load step did with one drained batch.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Rows written to the job's tables.
+    pub rows: u64,
+    /// Messages that could not be used.
+    pub dead: Vec<DeadLetter>,
+}
+
+/// A consuming job: the one step that differs between `stg`, `dds` and `cdm`.
+pub trait Job {
+    /// The job's name: its lock, its offsets, its outbox rows and its fault points.
+    const NAME: &'static str;
+
+    /// Load one drained batch inside the run's transaction (and queue its downstream messages
+    /// in the outbox). Everything around it — lock, offsets, dead letters, commit, publishing —
+    /// is [`run`]'s.
+    fn load(
+        &mut self,
+        tx: &Transaction<'_>,
+        drained: &Drained,
+        batch_id: Uuid,
+    ) -> impl Future<Output = Result<Loaded>>;
+}
+
+/// One run of a consuming job, start to end: lock → republish → drain `topic` → load → dead
+/// letters → offsets and batch record → commit → publish → group offsets for monitoring.
+pub async fn run<J: Job>(
+    job: &mut J,
+    pg: &Postgres,
+    kafka: &Kafka,
+    topic: &str,
+    bounds: &Bounds,
+) -> Result<Summary> {
+    let Some(mut run) = Run::begin(J::NAME, pg, kafka).await? else {
+        return Ok(Summary {
+            skipped: true,
+            ..Summary::default()
+        });
+    };
+    let mut summary = Summary {
+        published: run
+            .publish_outbox()
+            .await
+            .context("republishing the last batch")?,
+        ..Summary::default()
+    };
+    let drained = run.drain(topic, bounds).await?;
+    summary.consumed = drained.messages.len();
+    if drained.messages.is_empty() {
+        summary.seconds = run.elapsed();
+        return Ok(summary);
+    }
+    let batch_id = batch_id(J::NAME, topic, &drained.ranges);
+    summary.batch_id = Some(batch_id);
+    let span = tracing::info_span!("batch", job = J::NAME, %batch_id);
+    async {
+        let tx = run.client.transaction().await?;
+        let loaded = job.load(&tx, &drained, batch_id).await?;
+        summary.loaded = loaded.rows;
+        fault_point(J::NAME, "after-merge");
+        summary.dead_lettered = dead_letter(&tx, J::NAME, topic, batch_id, &loaded.dead).await?;
+        record(&tx, J::NAME, &drained, batch_id, &summary).await?;
+        fault_point(J::NAME, "before-commit");
+        tx.commit().await.context("committing the batch")?;
+        fault_point(J::NAME, "after-commit");
+
+        summary.published += run.publish_outbox().await?;
+        fault_point(J::NAME, "after-publish");
+        drained.commit_group_offsets();
+        anyhow::Ok(())
+    }
+    .instrument(span)
+    .await?;
+    summary.seconds = run.elapsed();
+    Ok(summary)
+}
+
+/// Split drained messages into the values `parse` accepts and dead letters with its reason.
+pub fn parse_all<T>(
+    drained: &Drained,
+    parse: impl Fn(&[u8]) -> Result<T, String>,
+) -> (Vec<(&crate::kafka::Polled, T)>, Vec<DeadLetter>) {
+    let mut good = Vec::with_capacity(drained.messages.len());
+    let mut dead = Vec::new();
+    for message in &drained.messages {
+        match parse(&message.payload) {
+            Ok(value) => good.push((message, value)),
+            Err(reason) => dead.push(DeadLetter {
+                partition: message.partition,
+                offset: message.offset,
+                raw: message.payload.clone(),
+                reason,
+            }),
+        }
+    }
+    (good, dead)
 }
 
 /// One run of a consuming job, holding its lock for as long as it lives.
