@@ -130,21 +130,34 @@ pub async fn run<J: Job>(
         ..Summary::default()
     };
     let drained = run.drain(topic, bounds).await?;
-    summary.consumed = drained.messages.len();
+    load_batch(&mut run, job, &drained, &mut summary).await?;
+    summary.seconds = run.elapsed();
+    Ok(summary)
+}
+
+/// Load one batch of messages (drained from Kafka, or read back from an archive) through the
+/// job's load step, commit it with its offsets, then publish its outbox. An empty batch is a no-op.
+pub async fn load_batch<J: Job>(
+    run: &mut Run,
+    job: &mut J,
+    drained: &Drained,
+    summary: &mut Summary,
+) -> Result<()> {
+    summary.consumed += drained.messages.len();
     if drained.messages.is_empty() {
-        summary.seconds = run.elapsed();
-        return Ok(summary);
+        return Ok(());
     }
+    let topic = drained.topic.as_str();
     let batch_id = batch_id(J::NAME, topic, &drained.ranges);
     summary.batch_id = Some(batch_id);
     let span = tracing::info_span!("batch", job = J::NAME, %batch_id);
     async {
         let tx = run.client.transaction().await?;
-        let loaded = job.load(&tx, &drained, batch_id).await?;
-        summary.loaded = loaded.rows;
+        let loaded = job.load(&tx, drained, batch_id).await?;
+        summary.loaded += loaded.rows;
         fault_point(J::NAME, "after-merge");
-        summary.dead_lettered = dead_letter(&tx, J::NAME, topic, batch_id, &loaded.dead).await?;
-        record(&tx, J::NAME, &drained, batch_id, &summary).await?;
+        summary.dead_lettered += dead_letter(&tx, J::NAME, topic, batch_id, &loaded.dead).await?;
+        record(&tx, J::NAME, drained, batch_id, summary).await?;
         fault_point(J::NAME, "before-commit");
         tx.commit().await.context("committing the batch")?;
         fault_point(J::NAME, "after-commit");
@@ -155,9 +168,7 @@ pub async fn run<J: Job>(
         anyhow::Ok(())
     }
     .instrument(span)
-    .await?;
-    summary.seconds = run.elapsed();
-    Ok(summary)
+    .await
 }
 
 /// Split drained messages into the values `parse` accepts and dead letters with its reason.
@@ -235,7 +246,8 @@ impl Run {
     }
 }
 
-/// Record the batch and the new offsets inside the load's transaction.
+/// Record the batch and the new offsets inside the load's transaction. Offsets never move
+/// backwards: loading an older range again (a backfill) leaves them where they are.
 pub async fn record(
     tx: &Transaction<'_>,
     job: &str,
@@ -252,8 +264,8 @@ pub async fn record(
         "INSERT INTO dwh.offsets (job, topic, partition, next_offset, batch_id, updated_at)
              SELECT $1, $2, p, o, $3, now() FROM unnest($4::int4[], $5::int8[]) AS u(p, o)
              ON CONFLICT (job, topic, partition) DO UPDATE
-             SET next_offset = EXCLUDED.next_offset, batch_id = EXCLUDED.batch_id,
-                 updated_at = EXCLUDED.updated_at",
+             SET next_offset = greatest(dwh.offsets.next_offset, EXCLUDED.next_offset),
+                 batch_id = EXCLUDED.batch_id, updated_at = EXCLUDED.updated_at",
         &[&job, &drained.topic, &batch_id, &partitions, &next],
     )
     .await

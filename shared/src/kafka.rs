@@ -35,18 +35,39 @@ pub struct Drained {
     pub messages: Vec<Polled>,
     /// partition → (first offset, next offset to read) of what was consumed.
     pub ranges: BTreeMap<i32, (i64, i64)>,
-    consumer: BaseConsumer,
+    /// The consumer that read them, when they came from Kafka.
+    consumer: Option<BaseConsumer>,
 }
 
 impl Drained {
+    /// A batch of messages that did not come from a live consumer (e.g. read from an archive);
+    /// the ranges are taken from the messages' own positions.
+    pub fn from_messages(topic: &str, mut messages: Vec<Polled>) -> Drained {
+        messages.sort_by_key(|m| (m.partition, m.offset));
+        let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for m in &messages {
+            let range = ranges
+                .entry(m.partition)
+                .or_insert((m.offset, m.offset + 1));
+            range.0 = range.0.min(m.offset);
+            range.1 = range.1.max(m.offset + 1);
+        }
+        Drained {
+            topic: topic.to_owned(),
+            messages,
+            ranges,
+            consumer: None,
+        }
+    }
+
     /// Tell Kafka's consumer group how far this job is (monitoring only; failures are logged).
     pub fn commit_group_offsets(&self) {
         let mut tpl = TopicPartitionList::new();
         for (partition, (_, next)) in &self.ranges {
             let _ = tpl.add_partition_offset(&self.topic, *partition, Offset::Offset(*next));
         }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+        if let (Some(consumer), true) = (&self.consumer, tpl.count() > 0) {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                 tracing::warn!("could not commit group offsets for monitoring: {e}");
             }
         }
@@ -139,7 +160,7 @@ fn drain_blocking(
         topic: topic.to_owned(),
         messages,
         ranges,
-        consumer,
+        consumer: Some(consumer),
     })
 }
 
