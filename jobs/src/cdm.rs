@@ -66,7 +66,7 @@ impl Job for Cdm {
 
 /// Recompute every user, `chunk` users per transaction, so memory stays bounded.
 async fn full(args: &Args) -> Result<Summary> {
-    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka).await? else {
+    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka, &args.bounds).await? else {
         return Ok(Summary {
             skipped: true,
             ..Summary::default()

@@ -116,7 +116,7 @@ pub async fn run<J: Job>(
     topic: &str,
     bounds: &Bounds,
 ) -> Result<Summary> {
-    let Some(mut run) = Run::begin(J::NAME, pg, kafka).await? else {
+    let Some(mut run) = Run::begin(J::NAME, pg, kafka, bounds).await? else {
         return Ok(Summary {
             skipped: true,
             ..Summary::default()
@@ -203,9 +203,15 @@ pub struct Run {
 
 impl Run {
     /// Connect and take the job's lock; `None` when another run of the job holds it.
-    pub async fn begin(job: &'static str, pg: &Postgres, kafka: &Kafka) -> Result<Option<Run>> {
+    pub async fn begin(
+        job: &'static str,
+        pg: &Postgres,
+        kafka: &Kafka,
+        bounds: &Bounds,
+    ) -> Result<Option<Run>> {
         let client = pg::connect(&pg.url).await?;
-        if !pg::try_lock(&client, job).await? {
+        let wait = Duration::from_secs(bounds.lock_wait_secs);
+        if !pg::lock(&client, job, wait).await? {
             return Ok(None);
         }
         let producer = kafka::producer(&kafka.brokers)?;

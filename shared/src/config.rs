@@ -71,4 +71,7 @@ pub struct Bounds {
     /// Seconds to wait for the broker to deliver what it reported as waiting
     #[arg(long, env = "DWH_FETCH_TIMEOUT_SECS", default_value_t = 60)]
     pub fetch_timeout_secs: u64,
+    /// Seconds to wait for another run of the same job to finish before giving up (exit 0)
+    #[arg(long, env = "DWH_LOCK_WAIT_SECS", default_value_t = 10)]
+    pub lock_wait_secs: u64,
 }

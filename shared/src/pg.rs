@@ -90,16 +90,26 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Take the session-level advisory lock `name` without waiting; `false` if another run holds it.
-pub async fn try_lock(client: &Client, name: &str) -> Result<bool> {
-    let row = client
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+/// Take the session-level advisory lock `name`, waiting up to `wait` for a holder to let go
+/// (the backend of a run that just crashed may not have noticed yet); `false` if it stays held.
+pub async fn lock(client: &Client, name: &str, wait: std::time::Duration) -> Result<bool> {
+    client
+        .batch_execute(&format!("SET lock_timeout = {}", wait.as_millis().max(1)))
+        .await?;
+    let taken = client
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))",
             &[&format!("dwh:{name}")],
         )
-        .await
-        .context("taking the advisory lock")?;
-    Ok(row.get(0))
+        .await;
+    client.batch_execute("RESET lock_timeout").await?;
+    match taken {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Ok(false)
+        }
+        Err(e) => Err(e).context("taking the advisory lock"),
+    }
 }
 
 fn pg_type(data_type: &DataType) -> Result<&'static str> {
