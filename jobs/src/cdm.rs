@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
 use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
-use dwh_shared::config::{Bounds, Kafka, Postgres};
+use dwh_shared::config::{Bounds, Kafka, Postgres, Worker};
 use dwh_shared::frames;
 use dwh_shared::kafka::Drained;
 use dwh_shared::model::AffectedUser;
@@ -66,7 +66,13 @@ impl Job for Cdm {
 
 /// Recompute every user, `chunk` users per transaction, so memory stays bounded.
 async fn full(args: &Args) -> Result<Summary> {
-    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka, &args.bounds).await? else {
+    // Every partition: no incremental run may recompute a user while --full does.
+    let bounds = Bounds {
+        worker: Worker::ALL,
+        ..args.bounds.clone()
+    };
+    let topic = &args.kafka.dds_topic;
+    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka, &bounds, topic).await? else {
         return Ok(Summary {
             skipped: true,
             ..Summary::default()

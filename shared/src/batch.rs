@@ -116,7 +116,7 @@ pub async fn run<J: Job>(
     topic: &str,
     bounds: &Bounds,
 ) -> Result<Summary> {
-    let Some(mut run) = Run::begin(J::NAME, pg, kafka, bounds).await? else {
+    let Some(mut run) = Run::begin(J::NAME, pg, kafka, bounds, topic).await? else {
         return Ok(Summary {
             skipped: true,
             ..Summary::default()
@@ -129,7 +129,7 @@ pub async fn run<J: Job>(
             .context("republishing the last batch")?,
         ..Summary::default()
     };
-    let drained = run.drain(topic, bounds).await?;
+    let drained = run.drain(bounds).await?;
     load_batch(&mut run, job, &drained, &mut summary).await?;
     summary.seconds = run.elapsed();
     Ok(summary)
@@ -196,28 +196,49 @@ pub fn parse_all<T>(
 pub struct Run {
     pub job: &'static str,
     pub client: Client,
+    /// The topic this run consumes.
+    pub topic: String,
+    /// The partitions of `topic` this run holds the locks of: it reads, records and publishes
+    /// for these only.
+    pub partitions: Vec<i32>,
     producer: FutureProducer,
     brokers: String,
     started: Instant,
 }
 
 impl Run {
-    /// Connect and take the job's lock; `None` when another run of the job holds it.
+    /// Connect and lock this worker's partitions of `topic` (one advisory lock per partition,
+    /// waiting at most `--lock-wait-secs` in all); `None` when other runs hold every one of them.
     pub async fn begin(
         job: &'static str,
         pg: &Postgres,
         kafka: &Kafka,
         bounds: &Bounds,
+        topic: &str,
     ) -> Result<Option<Run>> {
         let client = pg::connect(&pg.url).await?;
-        let wait = Duration::from_secs(bounds.lock_wait_secs);
-        if !pg::lock(&client, job, wait).await? {
+        let mine: Vec<i32> = kafka::topic_partitions(&kafka.brokers, topic)
+            .await?
+            .into_iter()
+            .filter(|p| bounds.worker.owns(*p))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(bounds.lock_wait_secs);
+        let mut partitions = Vec::new();
+        for partition in mine {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if pg::lock(&client, &format!("{job}:{topic}:{partition}"), wait).await? {
+                partitions.push(partition);
+            }
+        }
+        if partitions.is_empty() {
             return Ok(None);
         }
         let producer = kafka::producer(&kafka.brokers)?;
         Ok(Some(Run {
             job,
             client,
+            topic: topic.to_owned(),
+            partitions,
             producer,
             brokers: kafka.brokers.clone(),
             started: Instant::now(),
@@ -229,26 +250,72 @@ impl Run {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Drain `topic` from the offsets PostgreSQL holds for this job.
-    pub async fn drain(&self, topic: &str, bounds: &Bounds) -> Result<Drained> {
-        let stored = stored_offsets(&self.client, self.job, topic)
+    /// Drain this run's partitions from the offsets PostgreSQL holds for this job.
+    pub async fn drain(&self, bounds: &Bounds) -> Result<Drained> {
+        let stored = stored_offsets(&self.client, self.job, &self.topic)
             .await
             .with_context(|| format!("reading stored offsets of job {}", self.job))?;
+        let plan = kafka::DrainPlan {
+            partitions: self.partitions.clone(),
+            stored,
+            max: bounds.max_messages,
+            timeout: Duration::from_secs(bounds.fetch_timeout_secs),
+        };
         kafka::drain(
             &self.brokers,
             &format!("dwh-{}", self.job),
-            topic,
-            stored,
-            bounds.max_messages,
-            Duration::from_secs(bounds.fetch_timeout_secs),
+            &self.topic,
+            plan,
         )
         .await
     }
 
-    /// Publish everything in this job's outbox, oldest first, deleting what the broker
-    /// acknowledged; then mark the job's batches published. Returns the messages sent.
+    /// Publish the outbox of this job's batches from this run's partitions, oldest first,
+    /// deleting what the broker acknowledged; then mark those batches published. Returns the
+    /// messages sent.
     pub async fn publish_outbox(&self) -> Result<u64> {
-        publish_outbox(&self.client, &self.producer, self.job).await
+        let keys: Vec<String> = self.partitions.iter().map(i32::to_string).collect();
+        let mut sent = 0u64;
+        loop {
+            let rows = self
+                .client
+                .query(
+                    include_str!("sql/outbox_next.sql"),
+                    &[&self.job, &self.topic, &keys, &PUBLISH_CHUNK],
+                )
+                .await
+                .context("reading the outbox")?;
+            if rows.is_empty() {
+                break;
+            }
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let mut by_topic: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+            for row in &rows {
+                by_topic
+                    .entry(row.get(1))
+                    .or_default()
+                    .push((row.get(2), row.get(3)));
+            }
+            for (topic, records) in &by_topic {
+                kafka::publish(&self.producer, topic, records).await?;
+            }
+            fault_point(self.job, "mid-publish");
+            self.client
+                .execute("DELETE FROM dwh.outbox WHERE id = ANY($1)", &[&ids])
+                .await
+                .context("clearing the outbox")?;
+            sent += rows.len() as u64;
+        }
+        self.client
+            .execute(
+                "UPDATE dwh.batches b SET published_at = now()
+                 WHERE b.job = $1 AND b.topic = $2 AND b.published_at IS NULL AND b.ranges ?| $3
+                   AND NOT EXISTS (SELECT 1 FROM dwh.outbox o WHERE o.batch_id = b.batch_id)",
+                &[&self.job, &self.topic, &keys],
+            )
+            .await
+            .context("marking batches published")?;
+        Ok(sent)
     }
 }
 
@@ -296,49 +363,6 @@ pub async fn record(
         .await
         .context("recording the batch")?;
     Ok(())
-}
-
-async fn publish_outbox(client: &Client, producer: &FutureProducer, job: &str) -> Result<u64> {
-    let mut sent = 0u64;
-    loop {
-        let rows = client
-            .query(
-                "SELECT id, topic, key, value FROM dwh.outbox WHERE job = $1 ORDER BY id LIMIT $2",
-                &[&job, &PUBLISH_CHUNK],
-            )
-            .await
-            .context("reading the outbox")?;
-        let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
-            break;
-        };
-        let mut by_topic: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for row in &rows {
-            by_topic
-                .entry(row.get(1))
-                .or_default()
-                .push((row.get(2), row.get(3)));
-        }
-        for (topic, records) in &by_topic {
-            kafka::publish(producer, topic, records).await?;
-        }
-        fault_point(job, "mid-publish");
-        client
-            .execute(
-                "DELETE FROM dwh.outbox WHERE job = $1 AND id <= $2",
-                &[&job, &last],
-            )
-            .await
-            .context("clearing the outbox")?;
-        sent += rows.len() as u64;
-    }
-    client
-        .execute(
-            "UPDATE dwh.batches SET published_at = now() WHERE job = $1 AND published_at IS NULL",
-            &[&job],
-        )
-        .await
-        .context("marking batches published")?;
-    Ok(sent)
 }
 
 /// The next offset to read per partition, as the last committed batch of `job` left it.

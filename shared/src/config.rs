@@ -74,4 +74,56 @@ pub struct Bounds {
     /// Seconds to wait for another run of the same job to finish before giving up (exit 0)
     #[arg(long, env = "DWH_LOCK_WAIT_SECS", default_value_t = 10)]
     pub lock_wait_secs: u64,
+    /// This run's share of the topic's partitions, `i/K`: the partitions p with p % K == i
+    /// (for a Kubernetes Indexed Job: `--worker $(JOB_COMPLETION_INDEX)/K`)
+    #[arg(long, env = "DWH_WORKER", default_value = "0/1")]
+    pub worker: Worker,
+}
+
+/// One of K parallel runs of a job, owning the partitions `p % K == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Worker {
+    /// The single worker that owns every partition.
+    pub const ALL: Worker = Worker { index: 0, count: 1 };
+
+    /// Whether this worker owns `partition`.
+    pub fn owns(&self, partition: i32) -> bool {
+        partition.rem_euclid(self.count as i32) as u32 == self.index
+    }
+}
+
+impl std::str::FromStr for Worker {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let parse = |s: &str| s.trim().parse::<u32>().ok();
+        match raw.split_once('/').map(|(i, k)| (parse(i), parse(k))) {
+            Some((Some(index), Some(count))) if count > 0 && index < count => {
+                Ok(Worker { index, count })
+            }
+            _ => Err(format!("expected i/K with 0 <= i < K, got {raw:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Worker;
+
+    #[test]
+    fn workers_split_the_partitions() {
+        let workers: Vec<Worker> = (0..4).map(|i| format!("{i}/4").parse().unwrap()).collect();
+        for partition in 0..8 {
+            assert_eq!(workers.iter().filter(|w| w.owns(partition)).count(), 1);
+        }
+        assert!(Worker::ALL.owns(7));
+        for bad in ["4/4", "1/0", "x/2", "3"] {
+            assert!(bad.parse::<Worker>().is_err(), "{bad}");
+        }
+    }
 }

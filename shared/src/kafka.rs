@@ -83,33 +83,44 @@ fn base_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Drain `topic` from the `stored` next offsets (partition → offset), at most `max` messages.
-///
-/// Runs on a blocking thread: librdkafka's consumer is a blocking API.
-pub async fn drain(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    stored: BTreeMap<i32, i64>,
-    max: usize,
-    timeout: Duration,
-) -> Result<Drained> {
-    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+/// The partitions of `topic`, or an error saying to run `dwh migrate` when it does not exist.
+pub async fn topic_partitions(brokers: &str, topic: &str) -> Result<Vec<i32>> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        drain_blocking(&brokers, &group, &topic, stored, max, timeout)
+        let consumer: BaseConsumer = base_config(&brokers)
+            .create()
+            .with_context(|| format!("creating a Kafka client for {brokers}"))?;
+        partitions(&consumer, &brokers, &topic)
     })
     .await
-    .context("drain thread failed")?
+    .context("metadata thread failed")?
 }
 
-fn drain_blocking(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    stored: BTreeMap<i32, i64>,
-    max: usize,
-    timeout: Duration,
-) -> Result<Drained> {
+/// What to drain: the partitions, where each starts (`stored` next offsets) and how much.
+pub struct DrainPlan {
+    pub partitions: Vec<i32>,
+    pub stored: BTreeMap<i32, i64>,
+    pub max: usize,
+    pub timeout: Duration,
+}
+
+/// Drain `plan.partitions` of `topic` from their stored offsets, at most `plan.max` messages.
+///
+/// Runs on a blocking thread: librdkafka's consumer is a blocking API.
+pub async fn drain(brokers: &str, group: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || drain_blocking(&brokers, &group, &topic, plan))
+        .await
+        .context("drain thread failed")?
+}
+
+fn drain_blocking(brokers: &str, group: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
+    let DrainPlan {
+        partitions,
+        stored,
+        max,
+        timeout,
+    } = plan;
     let consumer: BaseConsumer = base_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -118,7 +129,6 @@ fn drain_blocking(
         .set("fetch.max.bytes", "52428800")
         .create()
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
-    let partitions = partitions(&consumer, brokers, topic)?;
 
     // Where to start and where to stop, per partition.
     let mut targets: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
@@ -219,6 +229,8 @@ fn poll_until(
 pub fn producer(brokers: &str) -> Result<FutureProducer> {
     base_config(brokers)
         .set("acks", "all")
+        // Unkeyed messages (the order service's) go to a random partition each, not in runs.
+        .set("sticky.partitioning.linger.ms", "0")
         .set("linger.ms", "10")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")

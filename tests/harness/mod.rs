@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod oracle;
+pub mod showcases;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -43,8 +44,13 @@ pub struct Env {
 }
 
 impl Env {
-    /// A fresh database (migrated) and topics (created) with no data yet.
+    /// A fresh database (migrated) and topics (created, one partition each) with no data yet.
     pub async fn new() -> Env {
+        Env::with_partitions(1).await
+    }
+
+    /// Like [`Env::new`], with `partitions` partitions per topic.
+    pub async fn with_partitions(partitions: u32) -> Env {
         let id: u64 = rand::rng().random();
         let name = format!("dwh_test_{id:016x}");
         let redis_db = redis_db().await;
@@ -56,7 +62,7 @@ impl Env {
             dds_topic: format!("{name}-dds"),
             name,
         };
-        env.dwh_ok(&["migrate"]);
+        env.dwh_ok(&["migrate", "--partitions", &partitions.to_string()]);
         env
     }
 
