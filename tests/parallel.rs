@@ -63,28 +63,21 @@ fn drain_in_parallel(env: &Env, mut killed: Option<(usize, &str)>) {
     }
 }
 
-async fn assert_each_order_once(env: &Env, oracle: &Oracle) {
+async fn assert_each_order_once_in_dds(env: &Env, oracle: &Oracle) {
     let pg = env.pg().await;
     let orders = oracle.orders.len() as i64;
-    assert_eq!(count(&pg, "SELECT count(*) FROM dds.h_order").await, orders);
-    assert_eq!(
-        count(&pg, "SELECT count(*) FROM dds.l_order_user").await,
-        orders
-    );
-    assert_eq!(
-        count(&pg, "SELECT count(*) FROM stg.order_events").await,
-        orders
-    );
+    for table in ["dds.h_order", "dds.l_order_user", "stg.order_events"] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        assert_eq!(count(&pg, &sql).await, orders, "{table}");
+    }
     assert_eq!(count(&pg, "SELECT count(*) FROM dwh.outbox").await, 0);
-    assert_eq!(
-        count(
-            &pg,
-            "SELECT count(DISTINCT partition) FROM dwh.offsets WHERE job = 'stg'"
-        )
-        .await,
-        8,
-        "offsets are stored per partition"
-    );
+}
+
+async fn assert_each_order_once(env: &Env, oracle: &Oracle) {
+    assert_each_order_once_in_dds(env, oracle).await;
+    let pg = env.pg().await;
+    let sql = "SELECT count(DISTINCT partition) FROM dwh.offsets WHERE job = 'stg'";
+    assert_eq!(count(&pg, sql).await, 8, "offsets are stored per partition");
 }
 
 #[tokio::test]
@@ -107,4 +100,43 @@ async fn a_killed_run_releases_its_partitions_to_the_next() {
     drain_in_parallel(&env, Some((2, "dds:after-merge")));
     assert_each_order_once(&env, &oracle).await;
     assert_matches(&env, &oracle, "after a killed run").await;
+}
+
+#[tokio::test]
+async fn the_hash_partitioned_vault_gives_the_same_showcases() {
+    let env = Env::new().await;
+    let oracle = Oracle::testdata();
+    let ddl = harness::repo().join("sql/scale/partition_vault.sql");
+    let out = std::process::Command::new("psql")
+        .arg(&env.pg_url)
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "partitions=4",
+            "-f",
+        ])
+        .arg(&ddl)
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pg = env.pg().await;
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid WHERE c.relnamespace = 'dds'::regnamespace").await,
+        4,
+        "four order-grained tables are partitioned"
+    );
+    env.replay_testdata();
+    env.pipeline();
+    // Replays go through the same ON CONFLICT paths on partitioned tables.
+    pg.execute("DELETE FROM dwh.offsets", &[]).await.unwrap();
+    env.pipeline();
+    assert_each_order_once_in_dds(&env, &oracle).await;
+    assert_matches(&env, &oracle, "on a partitioned vault").await;
 }
