@@ -15,7 +15,9 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "dwh",
     version,
-    about = "Micro-batch jobs that build the orders warehouse: STG → DDS (Data Vault) → CDM"
+    about = "Micro-batch jobs that build the orders warehouse: STG → DDS (Data Vault) → CDM",
+    after_help = "Logging: DWH_LOG (an EnvFilter, default warn), DWH_LOG_FORMAT (json for one JSON \
+                  object per line, else human)"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -21,8 +21,8 @@ pub struct Args {
 }
 
 pub async fn run(args: &Args) -> Result<String> {
-    pg::ensure_database(&args.pg.url).await?;
-    let mut client = pg::connect(&args.pg.url).await?;
+    pg::ensure_database(&args.pg).await?;
+    let mut client = pg::connect(&args.pg).await?;
     let applied = pg::migrate(&mut client).await?;
     let mut created = Vec::new();
     if !args.skip_topics {
@@ -32,7 +32,7 @@ pub async fn run(args: &Args) -> Result<String> {
             k.stg_topic.as_str(),
             k.dds_topic.as_str(),
         ];
-        created = kafka::create_topics(&k.brokers, &topics, args.partitions).await?;
+        created = kafka::create_topics(k, &topics, args.partitions).await?;
     }
     Ok(format!(
         "migrate: applied {} migration(s){}; created {} topic(s){}",

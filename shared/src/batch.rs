@@ -197,7 +197,7 @@ pub struct Run {
     pub job: &'static str,
     pub client: Client,
     producer: FutureProducer,
-    brokers: String,
+    kafka: Kafka,
     started: Instant,
 }
 
@@ -209,17 +209,17 @@ impl Run {
         kafka: &Kafka,
         bounds: &Bounds,
     ) -> Result<Option<Run>> {
-        let client = pg::connect(&pg.url).await?;
+        let client = pg::connect(pg).await?;
         let wait = Duration::from_secs(bounds.lock_wait_secs);
         if !pg::lock(&client, job, wait).await? {
             return Ok(None);
         }
-        let producer = kafka::producer(&kafka.brokers)?;
+        let producer = kafka::producer(kafka)?;
         Ok(Some(Run {
             job,
             client,
             producer,
-            brokers: kafka.brokers.clone(),
+            kafka: kafka.clone(),
             started: Instant::now(),
         }))
     }
@@ -235,7 +235,7 @@ impl Run {
             .await
             .with_context(|| format!("reading stored offsets of job {}", self.job))?;
         kafka::drain(
-            &self.brokers,
+            &self.kafka,
             &format!("dwh-{}", self.job),
             topic,
             stored,

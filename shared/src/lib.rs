@@ -12,6 +12,7 @@ pub mod frames;
 pub mod kafka;
 pub mod model;
 pub mod pg;
+pub mod pg_tls;
 pub mod redis;
 pub mod vault;
 
