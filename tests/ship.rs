@@ -309,3 +309,29 @@ fn every_command_flag_and_env_var_the_manifests_use_is_in_dwh_help() {
     }
     assert!(helps["stg"].contains("[env: DWH_KAFKA_SASL_PASSWORD]"));
 }
+
+/// The runtime image (distroless cc-debian12) has glibc, libgcc and OpenSSL 3 and nothing else:
+/// the binary must need no other shared library (librdkafka and zlib are linked in).
+#[test]
+fn the_binary_needs_only_what_the_runtime_image_has() {
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_dwh"))
+        .output()
+        .expect("ldd runs");
+    assert!(out.status.success());
+    let runtime = [
+        "linux-vdso.so.1",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libc.so.6",
+        "libssl.so.3",
+        "libcrypto.so.3",
+    ];
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let lib = line.split_whitespace().next().unwrap();
+        assert!(
+            runtime.contains(&lib) || lib.contains("/ld-linux"),
+            "dwh needs {lib}, which gcr.io/distroless/cc-debian12 does not have"
+        );
+    }
+}
