@@ -87,7 +87,7 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("dwh {name}: {error:#}");
+            eprintln!("dwh {name}: {}", dwh_shared::error_line(&error));
             std::process::ExitCode::FAILURE
         }
     }
