@@ -140,3 +140,17 @@ async fn the_hash_partitioned_vault_gives_the_same_showcases() {
     assert_each_order_once_in_dds(&env, &oracle).await;
     assert_matches(&env, &oracle, "on a partitioned vault").await;
 }
+
+#[tokio::test]
+async fn migrate_says_when_existing_topics_have_other_partitions() {
+    let env = Env::with_partitions(8).await;
+    let line = env.dwh_ok(&["migrate", "--partitions", "2"]);
+    assert!(line.contains("created 0 topic(s)"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "topic {} has 8 partition(s), not 2",
+            env.orders_topic
+        )),
+        "{line}"
+    );
+}

@@ -15,7 +15,9 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "dwh",
     version,
-    about = "Micro-batch jobs that build the orders warehouse: STG → DDS (Data Vault) → CDM"
+    about = "Micro-batch jobs that build the orders warehouse: STG → DDS (Data Vault) → CDM",
+    after_help = "Logging: DWH_LOG (an EnvFilter, default warn), DWH_LOG_FORMAT (json for one JSON \
+                  object per line, else human)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -85,7 +87,7 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("dwh {name}: {error:#}");
+            eprintln!("dwh {name}: {}", dwh_shared::error_line(&error));
             std::process::ExitCode::FAILURE
         }
     }

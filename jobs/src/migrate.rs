@@ -21,10 +21,11 @@ pub struct Args {
 }
 
 pub async fn run(args: &Args) -> Result<String> {
-    pg::ensure_database(&args.pg.url).await?;
-    let mut client = pg::connect(&args.pg.url).await?;
+    pg::ensure_database(&args.pg).await?;
+    let mut client = pg::connect(&args.pg).await?;
     let applied = pg::migrate(&mut client).await?;
     let mut created = Vec::new();
+    let mut differing = String::new();
     if !args.skip_topics {
         let k = &args.kafka;
         let topics = [
@@ -32,10 +33,19 @@ pub async fn run(args: &Args) -> Result<String> {
             k.stg_topic.as_str(),
             k.dds_topic.as_str(),
         ];
-        created = kafka::create_topics(&k.brokers, &topics, args.partitions).await?;
+        created = kafka::create_topics(k, &topics, args.partitions).await?;
+        for topic in topics {
+            let found = kafka::topic_partitions(k, topic).await?.len();
+            if found != args.partitions as usize {
+                differing.push_str(&format!(
+                    "; topic {topic} has {found} partition(s), not {}: existing topics are left as they are",
+                    args.partitions
+                ));
+            }
+        }
     }
     Ok(format!(
-        "migrate: applied {} migration(s){}; created {} topic(s){}",
+        "migrate: applied {} migration(s){}; created {} topic(s){}{differing}",
         applied.len(),
         if applied.is_empty() {
             String::new()

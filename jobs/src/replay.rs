@@ -94,13 +94,13 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 pub async fn run(args: &Args) -> Result<String> {
     let mut orders = 0usize;
     let mut documents = 0usize;
-    let producer = kafka::producer(&args.kafka.brokers)?;
+    let producer = kafka::producer(&args.kafka)?;
     let mut redis = None;
     for file in files(&args.paths)? {
         let lines = lines(&file)?;
         if lines.first().and_then(|l| dictionary_id(l)).is_some() {
             if redis.is_none() {
-                redis = Some(dwh_shared::redis::connect(&args.redis.url).await?);
+                redis = Some(dwh_shared::redis::connect(&args.redis).await?);
             }
             let conn = redis.as_mut().expect("connected above");
             let mut pipe = redis::pipe();

@@ -46,7 +46,7 @@ pub struct SnapshotArgs {
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let mut job = Stg {
-        redis: redis::connect(&args.redis.url).await?,
+        redis: redis::connect(&args.redis).await?,
         source: args.kafka.orders_topic.clone(),
         target: args.kafka.stg_topic.clone(),
     };
@@ -189,8 +189,8 @@ fn dictionary_batch(versions: &[&DictVersion]) -> Result<RecordBatch> {
 /// `dwh snapshot`: every key of Redis, read in chunks, each new version kept once.
 pub async fn snapshot(args: &SnapshotArgs) -> Result<Summary> {
     let started = std::time::Instant::now();
-    let mut client = pg::connect(&args.pg.url).await?;
-    let mut redis = redis::connect(&args.redis.url).await?;
+    let mut client = pg::connect(&args.pg).await?;
+    let mut redis = redis::connect(&args.redis).await?;
     let keys = redis::all_keys(&mut redis).await?;
     let dictionaries = redis::read(&mut redis, &keys).await?;
     for (key, reason) in &dictionaries.unreadable {

@@ -202,7 +202,7 @@ pub struct Run {
     /// for these only.
     pub partitions: Vec<i32>,
     producer: FutureProducer,
-    brokers: String,
+    kafka: Kafka,
     started: Instant,
 }
 
@@ -216,8 +216,8 @@ impl Run {
         bounds: &Bounds,
         topic: &str,
     ) -> Result<Option<Run>> {
-        let client = pg::connect(&pg.url).await?;
-        let mine: Vec<i32> = kafka::topic_partitions(&kafka.brokers, topic)
+        let client = pg::connect(pg).await?;
+        let mine: Vec<i32> = kafka::topic_partitions(kafka, topic)
             .await?
             .into_iter()
             .filter(|p| bounds.worker.owns(*p))
@@ -233,14 +233,14 @@ impl Run {
         if partitions.is_empty() {
             return Ok(None);
         }
-        let producer = kafka::producer(&kafka.brokers)?;
+        let producer = kafka::producer(kafka)?;
         Ok(Some(Run {
             job,
             client,
             topic: topic.to_owned(),
             partitions,
             producer,
-            brokers: kafka.brokers.clone(),
+            kafka: kafka.clone(),
             started: Instant::now(),
         }))
     }
@@ -261,13 +261,7 @@ impl Run {
             max: bounds.max_messages,
             timeout: Duration::from_secs(bounds.fetch_timeout_secs),
         };
-        kafka::drain(
-            &self.brokers,
-            &format!("dwh-{}", self.job),
-            &self.topic,
-            plan,
-        )
-        .await
+        kafka::drain(&self.kafka, &format!("dwh-{}", self.job), &self.topic, plan).await
     }
 
     /// Publish the outbox of this job's batches from this run's partitions, oldest first,

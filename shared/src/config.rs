@@ -11,9 +11,14 @@ pub struct Postgres {
         id = "pg_url",
         long = "pg-url",
         env = "DWH_PG_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/dwh"
     )]
     pub url: String,
+    /// CA certificate (PEM) the server's certificate must chain to; the TLS mode is the URL's
+    /// `sslmode=` (disable, prefer, require, verify-ca, verify-full)
+    #[arg(id = "pg_ca_file", long = "pg-ca-file", env = "DWH_PG_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where the dictionaries (users, restaurants) live.
@@ -24,9 +29,17 @@ pub struct Redis {
         id = "redis_url",
         long = "redis-url",
         env = "DWH_REDIS_URL",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     pub url: String,
+    /// CA certificate (PEM) the server's certificate must chain to (needs a rediss:// URL)
+    #[arg(
+        id = "redis_ca_file",
+        long = "redis-ca-file",
+        env = "DWH_REDIS_CA_FILE"
+    )]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The Kafka cluster and the three topics of the pipeline.
@@ -60,6 +73,40 @@ pub struct Kafka {
         default_value = "dds-service-orders"
     )]
     pub dds_topic: String,
+    /// How to talk to the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "DWH_KAFKA_SECURITY_PROTOCOL",
+        default_value = "plaintext",
+        ignore_case = true,
+        value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
+    )]
+    pub security_protocol: String,
+    /// SASL mechanism for sasl_* protocols: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "DWH_KAFKA_SASL_MECHANISM",
+        ignore_case = true,
+        value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    )]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name
+    #[arg(long = "kafka-sasl-username", env = "DWH_KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// SASL password (never printed)
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "DWH_KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<String>,
+    /// CA certificate (PEM) the brokers' certificates must chain to (ssl and sasl_ssl)
+    #[arg(
+        id = "kafka_ca_file",
+        long = "kafka-ca-file",
+        env = "DWH_KAFKA_CA_FILE"
+    )]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How much one run may take before it commits and exits.

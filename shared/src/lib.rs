@@ -12,6 +12,7 @@ pub mod frames;
 pub mod kafka;
 pub mod model;
 pub mod pg;
+pub mod pg_tls;
 pub mod redis;
 pub mod vault;
 
@@ -34,9 +35,40 @@ pub fn mask_url(raw: &str) -> String {
         .join(" ")
 }
 
+/// An error and its causes on one line, `: `-separated, leaving out a cause whose text is already
+/// there (OpenSSL's errors repeat themselves through several layers of wrapping).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::mask_url;
+    use super::{error_line, mask_url};
+
+    #[test]
+    fn an_error_is_one_line_without_repeated_causes() {
+        let tls = anyhow::anyhow!("certificate verify failed")
+            .context("error performing TLS handshake: certificate verify failed")
+            .context("PostgreSQL at postgres://db/dwh is unreachable");
+        assert_eq!(
+            error_line(&tls),
+            "PostgreSQL at postgres://db/dwh is unreachable: error performing TLS handshake: \
+             certificate verify failed"
+        );
+        let two = anyhow::anyhow!("line one\nline two").context("reading");
+        assert_eq!(error_line(&two), "reading: line one line two");
+    }
 
     #[test]
     fn passwords_are_masked() {

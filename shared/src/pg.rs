@@ -9,25 +9,31 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
 use bytes::BytesMut;
 use futures::SinkExt;
-use tokio_postgres::{Client, GenericClient, NoTls, Transaction};
+use tokio_postgres::{Client, GenericClient, Transaction};
 
-use crate::mask_url;
+use crate::config::Postgres;
+use crate::{mask_url, pg_tls};
 
 mod embedded {
     refinery::embed_migrations!("../sql");
 }
 
-/// Connect to the warehouse; the error names the (masked) URL.
-pub async fn connect(url: &str) -> Result<Client> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .with_context(|| format!("bad PostgreSQL URL {}", mask_url(url)))?;
-    connect_config(&config, url).await
+/// Connect to the warehouse, over TLS as the URL's `sslmode` says; the error names the (masked)
+/// URL.
+pub async fn connect(pg: &Postgres) -> Result<Client> {
+    let parsed = pg_tls::parse(&pg.url, pg.ca_file.as_deref())?;
+    connect_config(&parsed.config, pg, parsed.verify).await
 }
 
-async fn connect_config(config: &tokio_postgres::Config, url: &str) -> Result<Client> {
+async fn connect_config(
+    config: &tokio_postgres::Config,
+    pg: &Postgres,
+    verify: pg_tls::Verify,
+) -> Result<Client> {
+    let url = &pg.url;
+    let tls = pg_tls::connector(verify, pg.ca_file.as_deref())?;
     let (client, connection) = config
-        .connect(NoTls)
+        .connect(tls)
         .await
         .with_context(|| format!("PostgreSQL at {} is unreachable", mask_url(url)))?;
     tokio::spawn(async move {
@@ -38,17 +44,15 @@ async fn connect_config(config: &tokio_postgres::Config, url: &str) -> Result<Cl
     Ok(client)
 }
 
-/// Create the database named in `url` if it does not exist yet (connecting to `postgres`).
-pub async fn ensure_database(url: &str) -> Result<()> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .with_context(|| format!("bad PostgreSQL URL {}", mask_url(url)))?;
-    let Some(name) = config.get_dbname().map(str::to_owned) else {
+/// Create the database named in the URL if it does not exist yet (connecting to `postgres`).
+pub async fn ensure_database(pg: &Postgres) -> Result<()> {
+    let parsed = pg_tls::parse(&pg.url, pg.ca_file.as_deref())?;
+    let Some(name) = parsed.config.get_dbname().map(str::to_owned) else {
         return Ok(());
     };
-    let mut admin = config.clone();
+    let mut admin = parsed.config.clone();
     admin.dbname("postgres");
-    let client = connect_config(&admin, url).await?;
+    let client = connect_config(&admin, pg, parsed.verify).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await?

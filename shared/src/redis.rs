@@ -7,15 +7,37 @@ use anyhow::{Context, Result};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
+use crate::config::Redis;
 use crate::mask_url;
 use crate::model::DictVersion;
 
 const CHUNK: usize = 5_000;
 
 /// Connect to Redis; the error names the (masked) URL.
-pub async fn connect(url: &str) -> Result<MultiplexedConnection> {
-    let client =
-        redis::Client::open(url).with_context(|| format!("bad Redis URL {}", mask_url(url)))?;
+///
+/// A `rediss://` URL is TLS, verified (chain and host name) against the CA file when one is
+/// given, else against the system's CAs.
+pub async fn connect(settings: &Redis) -> Result<MultiplexedConnection> {
+    let url = settings.url.as_str();
+    let client = match &settings.ca_file {
+        None => redis::Client::open(url),
+        Some(ca) => {
+            if !url.starts_with("rediss://") {
+                anyhow::bail!(
+                    "a Redis CA file needs a rediss:// URL, not {}",
+                    mask_url(url)
+                );
+            }
+            let root_cert = std::fs::read(ca)
+                .with_context(|| format!("reading the Redis CA file {}", ca.display()))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(url, certificates)
+        }
+    }
+    .with_context(|| format!("bad Redis URL {}", mask_url(url)))?;
     client
         .get_multiplexed_async_connection()
         .await
