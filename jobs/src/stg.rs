@@ -144,6 +144,13 @@ impl Job for Stg {
         for (key, reason) in &dictionaries.unreadable {
             warn!(key, reason, "unreadable dictionary document left out");
         }
+        // The archive file is encoded and written while PostgreSQL merges; it must be stored
+        // before this load returns, i.e. before the commit.
+        let archiving = self.archive.clone().map(|archive| {
+            let docs = documents(&dictionaries.versions);
+            let (topic, messages) = (drained.topic.clone(), drained.messages.clone());
+            tokio::spawn(async move { archive.write_batch(batch_id, topic, messages, docs).await })
+        });
         pg::stage(tx, "stage_orders", &orders_batch(&orders)?).await?;
         batch::fault_point(Self::NAME, "after-copy");
         load_dictionaries(tx, &dictionaries.versions, batch_id).await?;
@@ -154,11 +161,8 @@ impl Job for Stg {
             )
             .await
             .context("merging orders into stg.order_events")?;
-        if let Some(archive) = &self.archive {
-            let docs = documents(&dictionaries.versions);
-            archive
-                .write_batch(batch_id, &drained.topic, &drained.messages, &docs)
-                .await?;
+        if let Some(archiving) = archiving {
+            archiving.await.context("the archive writer failed")??;
         }
         Ok(Loaded { rows, dead })
     }

@@ -106,7 +106,8 @@ pub struct Entry {
     pub batch_id: Uuid,
 }
 
-/// A folder or bucket holding the archive.
+/// A folder or bucket holding the archive (cheap to clone: the store is shared).
+#[derive(Clone)]
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     root: Path,
@@ -168,18 +169,23 @@ impl Archive {
     }
 
     /// Archive one STG batch: its messages from `topic` and the dictionary documents it read.
+    /// Encoding runs on a blocking thread, so the caller can spawn this next to its own work.
     pub async fn write_batch(
         &self,
         batch_id: Uuid,
-        topic: &str,
-        messages: &[Polled],
-        documents: &[Document],
+        topic: String,
+        messages: Vec<Polled>,
+        documents: Vec<Document>,
     ) -> Result<Path> {
         let stamps = messages.iter().filter_map(|m| m.timestamp_ms);
         let from = stamp(stamps.clone().min().unwrap_or(0));
         let to = stamp(stamps.max().unwrap_or(0));
         let path = self.path(ORDERS, &format!("{from}_{to}_{batch_id}.parquet"));
-        let file = encode(&rows(batch_id, topic, messages, documents, None)?)?;
+        let file = tokio::task::spawn_blocking(move || {
+            encode(&rows(batch_id, &topic, &messages, &documents, None)?)
+        })
+        .await
+        .context("the archive encoder failed")??;
         self.put(&path, file).await?;
         Ok(path)
     }
@@ -439,19 +445,15 @@ mod tests {
             value: "{\"name\": \"Вера\"}".as_bytes().to_vec(),
         }];
         let id = Uuid::new_v4();
-        let path = archive
-            .write_batch(id, "orders", &messages, &documents)
-            .await
-            .unwrap();
+        let write =
+            || archive.write_batch(id, "orders".into(), messages.clone(), documents.clone());
+        let path = write().await.unwrap();
         assert_eq!(
             path.filename().unwrap(),
             format!("20231002T091541.000Z_20231002T091640.500Z_{id}.parquet")
         );
         // Written twice (a retry): still one file.
-        archive
-            .write_batch(id, "orders", &messages, &documents)
-            .await
-            .unwrap();
+        write().await.unwrap();
         let all = archive.list(None, None).await.unwrap();
         assert_eq!(all.len(), 1);
         let back = archive.read(&all[0]).await.unwrap();
