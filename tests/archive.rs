@@ -176,6 +176,20 @@ async fn round_trip(
     first.replay_testdata();
     let archived = [extra, &[("DWH_ARCHIVE", url.to_owned())]].concat();
     dwh(&first, &["snapshot"], &archived);
+    // A run that dies after archiving but before its commit: the retry archives the same batch
+    // under the same name, so the archive still holds it once.
+    let crash = [
+        &archived[..],
+        &[("DWH_FAULT", "stg:before-commit".to_owned())],
+    ]
+    .concat();
+    let crash: Vec<(&str, &str)> = crash.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let died = first.command(&["stg"], &crash).output().unwrap();
+    assert!(!died.status.success(), "the injected crash happened");
+    assert_eq!(
+        count(&first.pg().await, "SELECT count(*) FROM stg.order_events").await,
+        0
+    );
     for job in ["stg", "dds", "cdm"] {
         dwh(&first, &[job], &archived);
     }
@@ -192,11 +206,9 @@ async fn round_trip(
 
     // The archive holds every message exactly as it was in the testdata file.
     let files = read_all(store.as_ref(), &prefix).await;
-    assert_eq!(
-        files.keys().filter(|k| k.contains("/snapshots/")).count(),
-        1,
-        "{files:?}"
-    );
+    let in_folder = |folder: &str| files.keys().filter(|k| k.contains(folder)).count();
+    assert_eq!(in_folder("/snapshots/"), 1, "{:?}", files.keys());
+    assert_eq!(in_folder("/orders/"), 1, "{:?}", files.keys());
     let mut archived_values: Vec<Vec<u8>> = Vec::new();
     for batches in files
         .iter()
@@ -353,6 +365,39 @@ async fn a_warehouse_rebuilt_from_an_s3_bucket_is_identical() {
     }
     let store: Arc<dyn ObjectStore> = Arc::new(builder.build().unwrap());
     let url = format!("s3://{BUCKET}/{prefix}");
+
+    // An archive that cannot be written (the server refuses a wrong secret) stops the batch
+    // before its commit.
+    let lost = Env::new().await;
+    lost.replay_testdata();
+    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let archive = format!("{url}-refused");
+    let bad = [
+        ("DWH_ARCHIVE", archive.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-secret"),
+    ];
+    let out = lost
+        .command(&["stg"], &[&extra[..], &bad].concat())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&archive) && stderr.contains("403"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-secret"),
+        "a secret is printed: {stderr}"
+    );
+    let client = lost.pg().await;
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM stg.order_events").await,
+        0
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM dwh.batches").await, 0);
+    drop(lost);
+
     round_trip(&url, &env, store.clone(), Path::from(prefix.as_str())).await;
     // Leave the bucket as it was.
     use futures::TryStreamExt;
