@@ -3,8 +3,10 @@
 //! Any error ends the run with one plain line on stderr naming what failed and where, and a
 //! non-zero exit code; a bad flag is reported by clap the same way.
 
+mod backfill;
 mod cdm;
 mod dds;
+mod export;
 mod migrate;
 mod replay;
 mod stg;
@@ -38,6 +40,10 @@ enum Command {
     Cdm(cdm::Args),
     /// Publish testdata order files to Kafka and load dictionary files into Redis
     Replay(replay::Args),
+    /// Rebuild STG from an archive of batches (then run dds and cdm as usual)
+    Backfill(backfill::Args),
+    /// Write the showcases as Parquet to a folder or bucket
+    Export(export::Args),
 }
 
 impl Command {
@@ -49,6 +55,8 @@ impl Command {
             Command::Dds(_) => "dds",
             Command::Cdm(_) => "cdm",
             Command::Replay(_) => "replay",
+            Command::Backfill(_) => "backfill",
+            Command::Export(_) => "export",
         }
     }
 }
@@ -79,6 +87,8 @@ async fn main() -> std::process::ExitCode {
         Command::Dds(args) => dds::run(args).await.map(|s| s.line(name)),
         Command::Cdm(args) => cdm::run(args).await.map(|s| s.line(name)),
         Command::Replay(args) => replay::run(args).await,
+        Command::Backfill(args) => backfill::run(args).await,
+        Command::Export(args) => export::run(args).await,
     };
     match result {
         Ok(line) => {

@@ -3,6 +3,9 @@
 //! Read top to bottom as the data flows: drain → parse (junk to dead letters) → read dictionaries
 //! → stage as Arrow and `COPY` → one set-based merge that also fills the outbox with the enriched
 //! orders → record offsets → commit → publish. `dwh snapshot` loads every dictionary the same way.
+//! With `--archive`, each batch (and each snapshot) is also written as Parquet before the commit;
+//! `dwh backfill` runs this same load over archived batches, reading their dictionaries from the
+//! archive instead of Redis.
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use chrono::NaiveDateTime;
+use dwh_shared::archive::{Archive, ArchiveArgs, Document};
 use dwh_shared::batch::{self, Job, Loaded, Summary};
 use dwh_shared::config::{Bounds, Kafka, Postgres, Redis};
 use dwh_shared::kafka::{Drained, Polled};
@@ -33,6 +37,8 @@ pub struct Args {
     pub kafka: Kafka,
     #[command(flatten)]
     pub bounds: Bounds,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
 }
 
 /// `dwh snapshot`: load every user and restaurant Redis holds into STG.
@@ -42,13 +48,20 @@ pub struct SnapshotArgs {
     pub pg: Postgres,
     #[command(flatten)]
     pub redis: Redis,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+}
+
+fn open_archive(args: &ArchiveArgs) -> Result<Option<Archive>> {
+    args.url.as_deref().map(Archive::open).transpose()
 }
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let mut job = Stg {
-        redis: redis::connect(&args.redis).await?,
+        dictionaries: Dictionaries::Redis(redis::connect(&args.redis).await?),
         source: args.kafka.orders_topic.clone(),
         target: args.kafka.stg_topic.clone(),
+        archive: open_archive(&args.archive)?,
     };
     batch::run(
         &mut job,
@@ -60,12 +73,57 @@ pub async fn run(args: &Args) -> Result<Summary> {
     .await
 }
 
-struct Stg {
-    redis: MultiplexedConnection,
+/// The STG load step; `dwh stg` and `dwh backfill` differ only in where the dictionaries come
+/// from and whether the batch is archived.
+pub struct Stg {
+    pub dictionaries: Dictionaries,
     /// The orders topic.
-    source: String,
+    pub source: String,
     /// The STG topic enriched orders are published to.
-    target: String,
+    pub target: String,
+    /// Where each batch is archived before its commit, if anywhere.
+    pub archive: Option<Archive>,
+}
+
+/// Where a batch's users and restaurants are read from.
+pub enum Dictionaries {
+    /// Live: the documents the batch names, read from Redis now.
+    Redis(MultiplexedConnection),
+    /// Rebuilding: the documents the original batch read, from its archive file.
+    Archived(Vec<Document>),
+}
+
+impl Dictionaries {
+    /// The dictionary documents under `ids` (for an archived batch: what it read back then).
+    async fn read(&mut self, ids: &[String]) -> Result<redis::Snapshot> {
+        match self {
+            Dictionaries::Redis(conn) => redis::read(conn, ids).await,
+            Dictionaries::Archived(documents) => Ok(parse_documents(documents)),
+        }
+    }
+}
+
+/// Parse archived dictionary documents the way a Redis read does.
+pub fn parse_documents(documents: &[Document]) -> redis::Snapshot {
+    let mut snapshot = redis::Snapshot::default();
+    for d in documents {
+        match DictVersion::parse(&d.key, &d.value) {
+            Ok(version) => snapshot.versions.push(version),
+            Err(reason) => snapshot.unreadable.push((d.key.clone(), reason)),
+        }
+    }
+    snapshot
+}
+
+/// The documents of dictionary versions as they are archived (key = id, value = raw document).
+fn documents(versions: &[DictVersion]) -> Vec<Document> {
+    versions
+        .iter()
+        .map(|v| Document {
+            key: v.id.clone(),
+            value: v.doc.clone().into_bytes(),
+        })
+        .collect()
 }
 
 impl Job for Stg {
@@ -82,10 +140,17 @@ impl Job for Stg {
             .iter()
             .flat_map(|(_, o)| [o.user_id.clone(), o.restaurant_id.clone()])
             .collect();
-        let dictionaries = redis::read(&mut self.redis, &ids).await?;
+        let dictionaries = self.dictionaries.read(&ids).await?;
         for (key, reason) in &dictionaries.unreadable {
             warn!(key, reason, "unreadable dictionary document left out");
         }
+        // The archive file is encoded and written while PostgreSQL merges; it must be stored
+        // before this load returns, i.e. before the commit.
+        let archiving = self.archive.clone().map(|archive| {
+            let docs = documents(&dictionaries.versions);
+            let (topic, messages) = (drained.topic.clone(), drained.messages.clone());
+            tokio::spawn(async move { archive.write_batch(batch_id, topic, messages, docs).await })
+        });
         pg::stage(tx, "stage_orders", &orders_batch(&orders)?).await?;
         batch::fault_point(Self::NAME, "after-copy");
         load_dictionaries(tx, &dictionaries.versions, batch_id).await?;
@@ -96,6 +161,9 @@ impl Job for Stg {
             )
             .await
             .context("merging orders into stg.order_events")?;
+        if let Some(archiving) = archiving {
+            archiving.await.context("the archive writer failed")??;
+        }
         Ok(Loaded { rows, dead })
     }
 }
@@ -205,6 +273,12 @@ pub async fn snapshot(args: &SnapshotArgs) -> Result<Summary> {
     let batch_id = vault::hub_key(&format!("snapshot|{}", versions.join(",")));
     let tx = client.transaction().await?;
     let loaded = load_dictionaries(&tx, &dictionaries.versions, batch_id).await?;
+    if let Some(archive) = open_archive(&args.archive)? {
+        let docs = documents(&dictionaries.versions);
+        archive
+            .write_snapshot(batch_id, chrono::Utc::now(), &docs)
+            .await?;
+    }
     tx.commit().await?;
     info!(
         keys = keys.len(),

@@ -275,7 +275,7 @@ impl Run {
                 .client
                 .query(
                     include_str!("sql/outbox_next.sql"),
-                    &[&self.job, &self.topic, &keys, &PUBLISH_CHUNK],
+                    &[&self.job, &keys, &PUBLISH_CHUNK],
                 )
                 .await
                 .context("reading the outbox")?;
@@ -303,9 +303,9 @@ impl Run {
         self.client
             .execute(
                 "UPDATE dwh.batches b SET published_at = now()
-                 WHERE b.job = $1 AND b.topic = $2 AND b.published_at IS NULL AND b.ranges ?| $3
+                 WHERE b.job = $1 AND b.published_at IS NULL AND b.ranges ?| $2
                    AND NOT EXISTS (SELECT 1 FROM dwh.outbox o WHERE o.batch_id = b.batch_id)",
-                &[&self.job, &self.topic, &keys],
+                &[&self.job, &keys],
             )
             .await
             .context("marking batches published")?;

@@ -4,8 +4,9 @@
 //! settings come from ([`config`]), talking to Kafka ([`kafka`]), Redis ([`redis`]) and
 //! PostgreSQL ([`pg`]), the batch protocol that makes every run idempotent ([`batch`]), the source
 //! messages ([`model`]), the Data Vault description ([`vault`]) and the bridge from Arrow to
-//! Polars ([`frames`]).
+//! Polars ([`frames`]); the Parquet archive of every batch ([`archive`]).
 
+pub mod archive;
 pub mod batch;
 pub mod config;
 pub mod frames;

@@ -1,0 +1,122 @@
+//! `dwh backfill --from-archive URL`: rebuild STG from archived batches alone (no Kafka history,
+//! no Redis), through the very load `dwh stg` runs.
+//!
+//! Archive files are loaded in the order they were first loaded (see [`Archive::list`]): each
+//! STG batch goes through [`batch::load_batch`] with its own messages and the dictionary documents
+//! it read back then, so parsing, dead letters, the idempotent merge, offsets (which never move
+//! backwards) and publishing to the STG topic are the live job's; each snapshot goes through the
+//! same dictionary load as `dwh snapshot`. A rebuilt batch has the id of the original. Running it
+//! twice, or over a database that already holds part of the range, changes nothing. `dds` and
+//! `cdm` are run afterwards as usual.
+
+use anyhow::{Context, Result};
+use dwh_shared::archive::{self, Archive, Kind};
+use dwh_shared::batch::{self, Job, Run, Summary};
+use dwh_shared::config::{Bounds, Kafka, Postgres};
+use dwh_shared::kafka::Drained;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::stg::{self, Dictionaries, Stg};
+
+/// `dwh backfill`: load archived batches into STG and publish them to the STG topic again.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub kafka: Kafka,
+    #[command(flatten)]
+    pub bounds: Bounds,
+    /// The archive to rebuild from: a folder or s3://bucket/prefix
+    #[arg(long = "from-archive", env = "DWH_BACKFILL_ARCHIVE")]
+    pub from: String,
+    /// Only files whose messages reach this time or later (2023-10-02, "2023-10-02 09:15:41",
+    /// RFC 3339; UTC)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only files whose messages start before this time
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+pub async fn run(args: &Args) -> Result<String> {
+    let since = args.since.as_deref().map(archive::parse_time).transpose()?;
+    let until = args.until.as_deref().map(archive::parse_time).transpose()?;
+    let archive = Archive::open(&args.from)?;
+    let entries = archive.list(since, until).await?;
+
+    let Some(mut run) = Run::begin(
+        Stg::NAME,
+        &args.pg,
+        &args.kafka,
+        &args.bounds,
+        &args.kafka.orders_topic,
+    )
+    .await?
+    else {
+        return Ok("backfill: another stg run holds the lock; nothing done".into());
+    };
+    let mut summary = Summary {
+        published: run
+            .publish_outbox()
+            .await
+            .context("republishing the last stg batch")?,
+        ..Summary::default()
+    };
+    let mut job = Stg {
+        dictionaries: Dictionaries::Archived(Vec::new()),
+        source: args.kafka.orders_topic.clone(),
+        target: args.kafka.stg_topic.clone(),
+        archive: None,
+    };
+    let bar = progress(entries.len());
+    let (mut batches, mut snapshots) = (0usize, 0usize);
+    for entry in &entries {
+        let archived = archive.read(entry).await?;
+        match entry.kind {
+            Kind::Orders => {
+                job.dictionaries = Dictionaries::Archived(archived.documents);
+                job.source = archived.topic.clone();
+                let drained = Drained::from_messages(&archived.topic, archived.messages);
+                batch::load_batch(&mut run, &mut job, &drained, &mut summary)
+                    .await
+                    .with_context(|| format!("loading {}", entry.path))?;
+                if summary.batch_id.is_some_and(|id| id != entry.batch_id) {
+                    tracing::warn!(path = %entry.path, "rebuilt batch has another id than the archived one");
+                }
+                batches += 1;
+            }
+            Kind::Snapshot => {
+                let read = stg::parse_documents(&archived.documents);
+                let tx = run.client.transaction().await?;
+                summary.loaded +=
+                    stg::load_dictionaries(&tx, &read.versions, entry.batch_id).await?;
+                tx.commit().await.context("committing a snapshot")?;
+                snapshots += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(format!(
+        "backfill: archive={} batches={batches} snapshots={snapshots} consumed={} loaded={} \
+         dead_lettered={} published={} seconds={:.2}",
+        archive.url(),
+        summary.consumed,
+        summary.loaded,
+        summary.dead_lettered,
+        summary.published,
+        run.elapsed()
+    ))
+}
+
+fn progress(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} files {per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("backfill");
+    bar
+}
