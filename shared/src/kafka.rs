@@ -164,6 +164,30 @@ fn drain_blocking(
     })
 }
 
+/// The low and high watermark of every partition of `topic` (partition → (low, high)): what the
+/// broker holds. Monitoring (`dwh status`, metrics) compares them with the offsets PostgreSQL stores.
+pub async fn watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = base_config(&brokers)
+            .create()
+            .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+        partitions(&consumer, &brokers, &topic)?
+            .into_iter()
+            .map(|partition| {
+                let marks = consumer
+                    .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                    .with_context(|| {
+                        format!("reading offsets of {topic}/{partition} at {brokers}")
+                    })?;
+                Ok((partition, marks))
+            })
+            .collect()
+    })
+    .await
+    .context("watermark thread failed")?
+}
+
 fn partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<Vec<i32>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)

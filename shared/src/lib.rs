@@ -10,8 +10,10 @@ pub mod batch;
 pub mod config;
 pub mod frames;
 pub mod kafka;
+pub mod metrics;
 pub mod model;
 pub mod pg;
+pub mod progress;
 pub mod redis;
 pub mod vault;
 
