@@ -106,7 +106,7 @@ pub async fn figures(client: &Client, args: &Args) -> Result<Value> {
                 "job": j.job,
                 "batch": b.map_or("-".into(), |b| b.batch_id.to_string()[..8].to_string()),
                 "age": b.map_or("never".into(), |b| status::age(b.age_secs)),
-                "age_minutes": b.map(|b| (b.age_secs / 60.0 * 10.0).round() / 10.0),
+                "age_secs": b.map(|b| b.age_secs.round()),
                 "rows": b.map_or(0, |b| b.loaded),
                 "seconds": b.and_then(|b| b.seconds).map_or("-".into(), |s| format!("{s:.2}")),
                 "lag": j.lag,
