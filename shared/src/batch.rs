@@ -151,15 +151,18 @@ pub async fn load_batch<J: Job>(
     let batch_id = batch_id(J::NAME, topic, &drained.ranges);
     summary.batch_id = Some(batch_id);
     let span = tracing::info_span!("batch", job = J::NAME, %batch_id);
-    let started = run.started;
+    let started = run.batch_started;
     async {
         let tx = run.client.transaction().await?;
         let loaded = job.load(&tx, drained, batch_id).await?;
         summary.loaded += loaded.rows;
         fault_point(J::NAME, "after-merge");
         summary.dead_lettered += dead_letter(&tx, J::NAME, topic, batch_id, &loaded.dead).await?;
-        summary.seconds = started.elapsed().as_secs_f64();
-        record(&tx, J::NAME, drained, batch_id, summary).await?;
+        let timed = Summary {
+            seconds: started.elapsed().as_secs_f64(),
+            ..summary.clone()
+        };
+        record(&tx, J::NAME, drained, batch_id, &timed).await?;
         fault_point(J::NAME, "before-commit");
         tx.commit().await.context("committing the batch")?;
         fault_point(J::NAME, "after-commit");
@@ -170,7 +173,9 @@ pub async fn load_batch<J: Job>(
         anyhow::Ok(())
     }
     .instrument(span)
-    .await
+    .await?;
+    run.batch_started = Instant::now();
+    Ok(())
 }
 
 /// Split drained messages into the values `parse` accepts and dead letters with its reason.
@@ -201,6 +206,9 @@ pub struct Run {
     producer: FutureProducer,
     brokers: String,
     started: Instant,
+    /// When the current batch began: the run's start, then each batch's end (a backfill loads
+    /// many batches in one run); `dwh.batches.seconds` is measured from here to the commit.
+    batch_started: Instant,
 }
 
 impl Run {
@@ -223,6 +231,7 @@ impl Run {
             producer,
             brokers: kafka.brokers.clone(),
             started: Instant::now(),
+            batch_started: Instant::now(),
         }))
     }
 
