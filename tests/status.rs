@@ -117,6 +117,22 @@ async fn status_shows_the_testdata_demo_exactly_and_exits_2_when_stale() {
         rows(&s, "cdm.user_category_counters"),
         oracle.category_counters().len() as i64
     );
+    // Estimated counts, once PostgreSQL has analysed the tables, say the same.
+    env.pg().await.batch_execute("ANALYZE").await.unwrap();
+    let (_, estimated) = status(&env, &["--estimate"]);
+    assert_eq!(estimated["estimated_rows"], true);
+    for table in [
+        "stg.order_events",
+        "dds.h_order",
+        "cdm.user_product_counters",
+    ] {
+        assert_eq!(rows(&estimated, table), rows(&s, table), "{table}");
+    }
+    assert_eq!(
+        estimated["tables"].as_array().unwrap().len(),
+        s["tables"].as_array().unwrap().len()
+    );
+
     // The pinned figures of the README's demo.
     assert_eq!((orders, oracle.junk, oracle.lines), (2980, 28, 3082));
 

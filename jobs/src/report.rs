@@ -96,7 +96,7 @@ pub async fn figures(client: &Client, args: &Args) -> Result<Value> {
         .iter()
         .map(|r| json!([r.get::<_, String>(0), r.get::<_, i64>(1)]))
         .collect();
-    let status = status::collect(client, &args.kafka, u64::MAX).await?;
+    let status = status::collect(client, &args.kafka, u64::MAX, false).await?;
     let jobs: Vec<Value> = status
         .jobs
         .iter()
