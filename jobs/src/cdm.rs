@@ -16,6 +16,7 @@ use dwh_shared::frames;
 use dwh_shared::kafka::Drained;
 use dwh_shared::model::AffectedUser;
 use dwh_shared::pg;
+use dwh_shared::progress::Progress;
 use polars::prelude::*;
 use tokio_postgres::{GenericClient, Transaction};
 use tracing::info;
@@ -95,6 +96,12 @@ async fn full(args: &Args) -> Result<Summary> {
         .await?;
     }
     tx.commit().await?;
+    let users: i64 = run
+        .client
+        .query_one("SELECT count(*) FROM dds.h_user", &[])
+        .await?
+        .get(0);
+    let progress = Progress::new("users", users as u64);
     loop {
         let tx = run.client.transaction().await?;
         let users: Vec<Uuid> = tx
@@ -112,9 +119,11 @@ async fn full(args: &Args) -> Result<Summary> {
         summary.loaded += recompute(&tx, &users).await?;
         tx.commit().await?;
         summary.consumed += users.len();
+        progress.inc(users.len() as u64);
         after = last;
         info!(users = summary.consumed, "recomputed");
     }
+    progress.finish();
     summary.seconds = run.elapsed();
     Ok(summary)
 }

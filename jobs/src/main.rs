@@ -9,9 +9,14 @@ mod dds;
 mod export;
 mod migrate;
 mod replay;
+mod report;
+mod status;
 mod stg;
 
 use clap::{Parser, Subcommand};
+use dwh_shared::batch::Summary;
+use dwh_shared::config::{Kafka, Postgres};
+use dwh_shared::metrics;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,6 +29,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    push: metrics::Push,
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,6 +51,10 @@ enum Command {
     Backfill(backfill::Args),
     /// Write the showcases as Parquet to a folder or bucket
     Export(export::Args),
+    /// Is the pipeline healthy? Batches, lag, dead letters and rows per layer (exit 2 when stale)
+    Status(status::Args),
+    /// Write a self-contained HTML dashboard of the showcases and the pipeline's freshness
+    Report(report::Args),
 }
 
 impl Command {
@@ -57,6 +68,8 @@ impl Command {
             Command::Replay(_) => "replay",
             Command::Backfill(_) => "backfill",
             Command::Export(_) => "export",
+            Command::Status(_) => "status",
+            Command::Report(_) => "report",
         }
     }
 }
@@ -75,20 +88,50 @@ fn init_logging() {
     }
 }
 
+/// A consuming job's summary line, after pushing its figures when a Pushgateway is configured.
+async fn finish(
+    name: &str,
+    summary: anyhow::Result<Summary>,
+    push: &metrics::Push,
+    (pg, kafka, topic): (&Postgres, &Kafka, &str),
+) -> anyhow::Result<String> {
+    let summary = summary?;
+    metrics::after_run(push, name, &summary, pg, kafka, topic).await;
+    Ok(summary.line(name))
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     let name = cli.command.name();
+    let push = &cli.push;
+    if let Command::Status(args) = &cli.command {
+        return status::run(args).await.unwrap_or_else(|error| {
+            eprintln!("dwh {name}: {}", dwh_shared::error_line(&error));
+            std::process::ExitCode::FAILURE
+        });
+    }
     let result = match &cli.command {
         Command::Migrate(args) => migrate::run(args).await,
-        Command::Stg(args) => stg::run(args).await.map(|s| s.line(name)),
+        Command::Stg(args) => {
+            let to = (&args.pg, &args.kafka, args.kafka.orders_topic.as_str());
+            finish(name, stg::run(args).await, push, to).await
+        }
         Command::Snapshot(args) => stg::snapshot(args).await.map(|s| s.line(name)),
-        Command::Dds(args) => dds::run(args).await.map(|s| s.line(name)),
-        Command::Cdm(args) => cdm::run(args).await.map(|s| s.line(name)),
+        Command::Dds(args) => {
+            let to = (&args.pg, &args.kafka, args.kafka.stg_topic.as_str());
+            finish(name, dds::run(args).await, push, to).await
+        }
+        Command::Cdm(args) => {
+            let to = (&args.pg, &args.kafka, args.kafka.dds_topic.as_str());
+            finish(name, cdm::run(args).await, push, to).await
+        }
         Command::Replay(args) => replay::run(args).await,
         Command::Backfill(args) => backfill::run(args).await,
         Command::Export(args) => export::run(args).await,
+        Command::Status(_) => unreachable!("handled above"),
+        Command::Report(args) => report::run(args).await,
     };
     match result {
         Ok(line) => {

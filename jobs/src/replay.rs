@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use dwh_shared::config::{Kafka, Redis};
 use dwh_shared::kafka;
-use indicatif::{ProgressBar, ProgressStyle};
+use dwh_shared::progress::Progress;
 use rdkafka::producer::FutureRecord;
 
 #[derive(clap::Args, Debug)]
@@ -80,15 +80,8 @@ fn dictionary_id(line: &[u8]) -> Option<String> {
     doc.get("_id")?.as_str().map(str::to_owned)
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_owned());
-    bar
+fn progress(len: usize, what: &str) -> Progress {
+    Progress::new(what, len as u64)
 }
 
 pub async fn run(args: &Args) -> Result<String> {
@@ -147,7 +140,7 @@ pub async fn run(args: &Args) -> Result<String> {
                 }
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         orders += lines.len();
     }
     kafka::flush(&producer)?;

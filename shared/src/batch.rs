@@ -151,13 +151,18 @@ pub async fn load_batch<J: Job>(
     let batch_id = batch_id(J::NAME, topic, &drained.ranges);
     summary.batch_id = Some(batch_id);
     let span = tracing::info_span!("batch", job = J::NAME, %batch_id);
+    let started = run.batch_started;
     async {
         let tx = run.client.transaction().await?;
         let loaded = job.load(&tx, drained, batch_id).await?;
         summary.loaded += loaded.rows;
         fault_point(J::NAME, "after-merge");
         summary.dead_lettered += dead_letter(&tx, J::NAME, topic, batch_id, &loaded.dead).await?;
-        record(&tx, J::NAME, drained, batch_id, summary).await?;
+        let timed = Summary {
+            seconds: started.elapsed().as_secs_f64(),
+            ..summary.clone()
+        };
+        record(&tx, J::NAME, drained, batch_id, &timed).await?;
         fault_point(J::NAME, "before-commit");
         tx.commit().await.context("committing the batch")?;
         fault_point(J::NAME, "after-commit");
@@ -168,7 +173,9 @@ pub async fn load_batch<J: Job>(
         anyhow::Ok(())
     }
     .instrument(span)
-    .await
+    .await?;
+    run.batch_started = Instant::now();
+    Ok(())
 }
 
 /// Split drained messages into the values `parse` accepts and dead letters with its reason.
@@ -204,6 +211,9 @@ pub struct Run {
     producer: FutureProducer,
     kafka: Kafka,
     started: Instant,
+    /// When the current batch began: the run's start, then each batch's end (a backfill loads
+    /// many batches in one run); `dwh.batches.seconds` is measured from here to the commit.
+    batch_started: Instant,
 }
 
 impl Run {
@@ -242,6 +252,7 @@ impl Run {
             producer,
             kafka: kafka.clone(),
             started: Instant::now(),
+            batch_started: Instant::now(),
         }))
     }
 
@@ -339,11 +350,12 @@ pub async fn record(
     .context("storing offsets")?;
     let ranges = serde_json::to_value(&drained.ranges)?;
     tx.execute(
-            "INSERT INTO dwh.batches (batch_id, job, topic, ranges, consumed, loaded, dead_lettered, committed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+            "INSERT INTO dwh.batches (batch_id, job, topic, ranges, consumed, loaded, dead_lettered, committed_at, seconds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)
              ON CONFLICT (batch_id) DO UPDATE
              SET consumed = EXCLUDED.consumed, loaded = EXCLUDED.loaded,
-                 dead_lettered = EXCLUDED.dead_lettered, committed_at = now(), published_at = NULL",
+                 dead_lettered = EXCLUDED.dead_lettered, committed_at = now(), published_at = NULL,
+                 seconds = EXCLUDED.seconds",
             &[
                 &batch_id,
                 &job,
@@ -352,6 +364,7 @@ pub async fn record(
                 &(summary.consumed as i64),
                 &(summary.loaded as i64),
                 &(summary.dead_lettered as i64),
+                &summary.seconds,
             ],
         )
         .await

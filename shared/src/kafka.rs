@@ -219,6 +219,31 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
     })
 }
 
+/// The low and high watermark of every partition of `topic` (partition → (low, high)): what the
+/// broker holds. Monitoring (`dwh status`, metrics) compares them with the offsets PostgreSQL stores.
+pub async fn watermarks(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let (kafka, topic) = (kafka.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let brokers = &kafka.brokers;
+        let consumer: BaseConsumer = base_config(&kafka)?
+            .create()
+            .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+        partitions(&consumer, brokers, &topic)?
+            .into_iter()
+            .map(|partition| {
+                let marks = consumer
+                    .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                    .with_context(|| {
+                        format!("reading offsets of {topic}/{partition} at {brokers}")
+                    })?;
+                Ok((partition, marks))
+            })
+            .collect()
+    })
+    .await
+    .context("watermark thread failed")?
+}
+
 fn partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<Vec<i32>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)

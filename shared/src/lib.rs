@@ -11,9 +11,11 @@ pub mod batch;
 pub mod config;
 pub mod frames;
 pub mod kafka;
+pub mod metrics;
 pub mod model;
 pub mod pg;
 pub mod pg_tls;
+pub mod progress;
 pub mod redis;
 pub mod vault;
 

@@ -1,0 +1,5 @@
+-- Users per tag, every rule listed (a tag nobody earned shows 0).
+SELECT r.tag, count(t.user_id) AS users
+FROM cdm.tag_rules r LEFT JOIN cdm.user_tags t USING (tag)
+GROUP BY r.tag
+ORDER BY 2 DESC, 1
