@@ -92,11 +92,13 @@ fn container(object: &Value) -> &Value {
     &containers[0]
 }
 
-const SECRET_VARS: [&str; 4] = [
+const SECRET_VARS: [&str; 6] = [
     "DWH_PG_URL",
     "DWH_REDIS_URL",
     "DWH_KAFKA_SASL_USERNAME",
     "DWH_KAFKA_SASL_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 ];
 
 #[test]
@@ -235,8 +237,11 @@ fn secrets_come_only_from_the_secret_and_settings_from_the_config_map() {
                 let secret = &var["valueFrom"]["secretKeyRef"];
                 assert_eq!(s(&secret["name"]), "dwh-secrets", "{key} {name}");
                 assert!(var["value"].is_null(), "{key}: {name} has a literal value");
-            } else {
-                assert!(var["valueFrom"].is_null(), "{key}: {name}");
+            } else if !var["valueFrom"].is_null() {
+                // A setting taken from one key of the ConfigMap (e.g. the archive URL).
+                let setting = &var["valueFrom"]["configMapKeyRef"];
+                assert_eq!(s(&setting["name"]), "dwh-config", "{key}: {name}");
+                assert!(!config[s(&setting["key"])].is_null(), "{key}: {name}");
             }
         }
         let ca = job_spec(object)["template"]["spec"]["volumes"]

@@ -24,7 +24,8 @@ use dwh_shared::metrics;
     version,
     about = "Micro-batch jobs that build the orders warehouse: STG → DDS (Data Vault) → CDM",
     after_help = "Logging: DWH_LOG (an EnvFilter, default warn), DWH_LOG_FORMAT (json for one JSON \
-                  object per line, else human)"
+                  object per line, else human).\nS3 archives and exports (s3://…): AWS_ACCESS_KEY_ID, \
+                  AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT, AWS_ALLOW_HTTP"
 )]
 struct Cli {
     #[command(subcommand)]
