@@ -15,6 +15,7 @@ into orders.jsonl and the "truth" (current version of each order) used to check 
     python3 testdata/generate.py --orders 300 --out /tmp/small
 """
 import argparse
+import itertools
 import json
 import os
 import random
@@ -244,8 +245,9 @@ def base_orders(rng, n, users, restaurants, pizza_lovers, soup_fans):
     pizza_rests = [r for r in restaurants if any(is_pizza(d) for d in r["menu"])]
     soup_rests = [r for r in restaurants if any(d["category"] == "Супы" for d in r["menu"])]
     orders, oid = [], FIRST_OBJECT_ID
+    cum_activity = list(itertools.accumulate(activity))  # what choices(users, activity) builds
     for final_ts in finals:
-        user = rng.choices(users, activity)[0]
+        user = rng.choices(users, cum_weights=cum_activity)[0]
         want_pizza = user["_id"] in pizza_lovers and rng.random() < 0.75
         want_soup = user["_id"] in soup_fans and rng.random() < 0.6
         pool = [r for r in restaurants if (not want_pizza or r in pizza_rests)

@@ -3,6 +3,7 @@
 //! Any error ends the run with one plain line on stderr naming what failed and where, and a
 //! non-zero exit code; a bad flag is reported by clap the same way.
 
+mod baseline;
 mod cdm;
 mod dds;
 mod migrate;
@@ -36,6 +37,9 @@ enum Command {
     Cdm(cdm::Args),
     /// Publish testdata order files to Kafka and load dictionary files into Redis
     Replay(replay::Args),
+    /// Time a plain binary COPY of order files' STG rows (the baseline of `scripts/bench`)
+    #[command(hide = true)]
+    CopyBaseline(baseline::Args),
 }
 
 impl Command {
@@ -47,6 +51,7 @@ impl Command {
             Command::Dds(_) => "dds",
             Command::Cdm(_) => "cdm",
             Command::Replay(_) => "replay",
+            Command::CopyBaseline(_) => "copy-baseline",
         }
     }
 }
@@ -77,6 +82,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dds(args) => dds::run(args).await.map(|s| s.line(name)),
         Command::Cdm(args) => cdm::run(args).await.map(|s| s.line(name)),
         Command::Replay(args) => replay::run(args).await,
+        Command::CopyBaseline(args) => baseline::run(args).await,
     };
     match result {
         Ok(line) => {
