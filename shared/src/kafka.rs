@@ -119,6 +119,7 @@ fn drain_blocking(
         // One partition is all a run usually reads: let a fetch bring as much as the whole one
         // (librdkafka's default, 1 MB, meant ~1,000 orders a round trip).
         .set("max.partition.fetch.bytes", "52428800")
+        .set("fetch.wait.max.ms", "20")
         .create()
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
     let partitions = partitions(&consumer, brokers, topic)?;
