@@ -15,6 +15,7 @@ into orders.jsonl and the "truth" (current version of each order) used to check 
     python3 testdata/generate.py --orders 300 --out /tmp/small
 """
 import argparse
+import itertools
 import json
 import os
 import random
@@ -244,8 +245,9 @@ def base_orders(rng, n, users, restaurants, pizza_lovers, soup_fans):
     pizza_rests = [r for r in restaurants if any(is_pizza(d) for d in r["menu"])]
     soup_rests = [r for r in restaurants if any(d["category"] == "Супы" for d in r["menu"])]
     orders, oid = [], FIRST_OBJECT_ID
+    cum_activity = list(itertools.accumulate(activity))  # what choices(users, activity) builds
     for final_ts in finals:
-        user = rng.choices(users, activity)[0]
+        user = rng.choices(users, cum_weights=cum_activity)[0]
         want_pizza = user["_id"] in pizza_lovers and rng.random() < 0.75
         want_soup = user["_id"] in soup_fans and rng.random() < 0.6
         pool = [r for r in restaurants if (not want_pizza or r in pizza_rests)
@@ -401,26 +403,27 @@ def parse_valid(line):
 
 
 def truth(lines, restaurants):
-    """Current version (newest payload.update_ts) of each valid order."""
+    """Current version (newest payload.update_ts) of each valid order, as
+    (update_ts, final_status, user id, [(item id, item name)]): small enough for millions."""
     current = {}
     for m in filter(None, map(parse_valid, lines)):
+        p = m["payload"]
         prev = current.get(m["object_id"])
-        if prev is None or m["payload"]["update_ts"] > prev["payload"]["update_ts"]:
-            current[m["object_id"]] = m
+        if prev is None or p["update_ts"] > prev[0]:
+            current[m["object_id"]] = (p["update_ts"], p["final_status"], p["user"]["id"],
+                                       [(i["id"], i["name"]) for i in p["order_items"]])
     category = {d["_id"]: d["category"] for r in restaurants for d in r["menu"]}
     per_user, mix, same_cat = Counter(), Counter(), 0
-    for m in current.values():
-        p = m["payload"]
-        cats = [category.get(i["id"]) for i in p["order_items"]]
-        known = [c for c in {i["id"]: c for i, c in zip(p["order_items"], cats)}.values() if c]
+    for _, status, uid, items in current.values():
+        cats = [category.get(i) for i, _ in items]
+        known = [c for c in {i: c for (i, _), c in zip(items, cats)}.values() if c]
         if len(set(known)) < len(known):
             same_cat += 1
-        if p["final_status"] != "CLOSED":
+        if status != "CLOSED":
             continue
         for c in set(cats) - {None}:
             mix[c] += 1
-        uid = p["user"]["id"]
-        per_user["pizza", uid] += any("Пицца" in i["name"] for i in p["order_items"])
+        per_user["pizza", uid] += any("Пицца" in name for _, name in items)
         per_user["soup", uid] += "Супы" in cats
     return current, per_user, mix, same_cat
 
@@ -448,6 +451,7 @@ def main():
     soup_fans = set(rng.sample(sorted(set(ids) - pizza_lovers), 8))
     orders = base_orders(rng, args.orders, users, restaurants, pizza_lovers, soup_fans)
     lines, counts = build_stream(rng, orders, used)
+    del orders  # the lines are all that is left to write; millions of dicts are not kept
 
     os.makedirs(args.out, exist_ok=True)
     write_jsonl(os.path.join(args.out, "users.jsonl"),
@@ -457,7 +461,7 @@ def main():
     write_jsonl(os.path.join(args.out, "orders.jsonl"), lines)
 
     current, per_user, mix, same_cat = truth(lines, restaurants)
-    closed = sum(m["payload"]["final_status"] == "CLOSED" for m in current.values())
+    closed = sum(status == "CLOSED" for _, status, _, _ in current.values())
     dishes = sum(len(r["menu"]) for r in restaurants)
     print(f"users.jsonl: {len(users)}  restaurants.jsonl: {len(restaurants)} ({dishes} menu items)"
           f"  orders.jsonl: {len(lines)} lines")

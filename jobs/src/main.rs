@@ -4,6 +4,7 @@
 //! non-zero exit code; a bad flag is reported by clap the same way.
 
 mod backfill;
+mod baseline;
 mod cdm;
 mod dds;
 mod export;
@@ -56,6 +57,9 @@ enum Command {
     Status(status::Args),
     /// Write a self-contained HTML dashboard of the showcases and the pipeline's freshness
     Report(report::Args),
+    /// Time a plain binary COPY of order files' STG rows (the baseline of `scripts/bench`)
+    #[command(hide = true)]
+    CopyBaseline(baseline::Args),
 }
 
 impl Command {
@@ -71,6 +75,7 @@ impl Command {
             Command::Export(_) => "export",
             Command::Status(_) => "status",
             Command::Report(_) => "report",
+            Command::CopyBaseline(_) => "copy-baseline",
         }
     }
 }
@@ -133,6 +138,7 @@ async fn main() -> std::process::ExitCode {
         Command::Export(args) => export::run(args).await,
         Command::Status(_) => unreachable!("handled above"),
         Command::Report(args) => report::run(args).await,
+        Command::CopyBaseline(args) => baseline::run(args).await,
     };
     match result {
         Ok(line) => {

@@ -4,13 +4,15 @@
 //! Redis under its `_id`. Any other file is orders: each line is one message value for the orders
 //! topic, sent as is (junk lines included, that is the point). A folder means its `*.jsonl` files.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dwh_shared::config::{Kafka, Redis};
 use dwh_shared::kafka;
-use dwh_shared::progress::Progress;
+use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::FutureRecord;
 
 #[derive(clap::Args, Debug)]
@@ -66,13 +68,47 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn lines(path: &Path) -> Result<Vec<Vec<u8>>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
-        .filter(|l| !l.is_empty())
-        .collect())
+/// Lines of a file read one chunk at a time (so a file of millions of orders is never held whole),
+/// without line ends and blank lines.
+struct Lines {
+    reader: BufReader<File>,
+    path: PathBuf,
+}
+
+impl Lines {
+    fn open(path: &Path) -> Result<Lines> {
+        let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Lines {
+            reader: BufReader::with_capacity(1 << 20, file),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Up to `max` next lines; empty at the end of the file. `bytes` grows by what was read.
+    fn chunk(&mut self, max: usize, bytes: &mut u64) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(max.min(16_384));
+        while out.len() < max {
+            let mut line = Vec::new();
+            let read = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("reading {}", self.path.display()))?;
+            if read == 0 {
+                break;
+            }
+            *bytes += read as u64;
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if !line.is_empty() {
+                out.push(line);
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn dictionary_id(line: &[u8]) -> Option<String> {
@@ -80,9 +116,21 @@ fn dictionary_id(line: &[u8]) -> Option<String> {
     doc.get("_id")?.as_str().map(str::to_owned)
 }
 
-fn progress(len: usize, what: &str) -> Progress {
-    Progress::new(what, len as u64)
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
 }
+
+/// Lines sent or SET per round.
+const CHUNK: usize = 10_000;
 
 pub async fn run(args: &Args) -> Result<String> {
     let mut orders = 0usize;
@@ -90,31 +138,40 @@ pub async fn run(args: &Args) -> Result<String> {
     let producer = kafka::producer(&args.kafka)?;
     let mut redis = None;
     for file in files(&args.paths)? {
-        let lines = lines(&file)?;
-        if lines.first().and_then(|l| dictionary_id(l)).is_some() {
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let mut lines = Lines::open(&file)?;
+        let mut read = 0u64;
+        // The first line alone tells a dictionary from orders.
+        let mut chunk = lines.chunk(1, &mut read)?;
+        if chunk.first().and_then(|l| dictionary_id(l)).is_some() {
             if redis.is_none() {
                 redis = Some(dwh_shared::redis::connect(&args.redis).await?);
             }
             let conn = redis.as_mut().expect("connected above");
-            let mut pipe = redis::pipe();
-            for line in &lines {
-                let id = dictionary_id(line)
-                    .with_context(|| format!("{}: a dictionary line has no _id", file.display()))?;
-                pipe.set(id, line.as_slice()).ignore();
+            while !chunk.is_empty() {
+                let mut pipe = redis::pipe();
+                for line in &chunk {
+                    let id = dictionary_id(line).with_context(|| {
+                        format!("{}: a dictionary line has no _id", file.display())
+                    })?;
+                    pipe.set(id, line.as_slice()).ignore();
+                }
+                pipe.query_async::<()>(conn)
+                    .await
+                    .with_context(|| format!("loading {} into Redis", file.display()))?;
+                documents += chunk.len();
+                chunk = lines.chunk(CHUNK, &mut read)?;
             }
-            pipe.query_async::<()>(conn)
-                .await
-                .with_context(|| format!("loading {} into Redis", file.display()))?;
-            documents += lines.len();
             continue;
         }
         let topic = &args.kafka.orders_topic;
-        let bar = progress(lines.len(), "orders");
-        match args.rate {
-            None => {
-                for chunk in lines.chunks(10_000) {
+        let bar = progress(size, "orders");
+        let per_round = if args.rate.is_some() { 1 } else { CHUNK };
+        while !chunk.is_empty() {
+            match args.rate {
+                None => {
                     let mut deliveries = Vec::with_capacity(chunk.len());
-                    for line in chunk {
+                    for line in &chunk {
                         let record = FutureRecord::<(), [u8]>::to(topic).payload(line.as_slice());
                         deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
                     }
@@ -123,25 +180,25 @@ pub async fn run(args: &Args) -> Result<String> {
                             .await?
                             .map_err(|(e, _)| e)
                             .with_context(|| format!("publishing to {topic}"))?;
-                        bar.inc(1);
+                    }
+                }
+                Some(pause) => {
+                    for line in &chunk {
+                        let record = FutureRecord::<(), [u8]>::to(topic).payload(line.as_slice());
+                        producer
+                            .send(record, Duration::from_secs(30))
+                            .await
+                            .map_err(|(e, _)| e)
+                            .with_context(|| format!("publishing to {topic}"))?;
+                        tokio::time::sleep(pause).await;
                     }
                 }
             }
-            Some(pause) => {
-                for line in &lines {
-                    let record = FutureRecord::<(), [u8]>::to(topic).payload(line.as_slice());
-                    producer
-                        .send(record, Duration::from_secs(30))
-                        .await
-                        .map_err(|(e, _)| e)
-                        .with_context(|| format!("publishing to {topic}"))?;
-                    bar.inc(1);
-                    tokio::time::sleep(pause).await;
-                }
-            }
+            orders += chunk.len();
+            bar.set_position(read);
+            chunk = lines.chunk(per_round, &mut read)?;
         }
-        bar.finish();
-        orders += lines.len();
+        bar.finish_and_clear();
     }
     kafka::flush(&producer)?;
     Ok(format!(

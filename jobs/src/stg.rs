@@ -173,7 +173,7 @@ fn micros(ts: NaiveDateTime) -> i64 {
 }
 
 /// The orders of a batch as the Arrow batch that is copied into `stage_orders`.
-fn orders_batch(orders: &[(&Polled, OrderMessage)]) -> Result<RecordBatch> {
+pub(crate) fn orders_batch(orders: &[(&Polled, OrderMessage)]) -> Result<RecordBatch> {
     let n = orders.len();
     let mut partition = Int32Builder::with_capacity(n);
     let mut offset = Int64Builder::with_capacity(n);

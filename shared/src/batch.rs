@@ -25,6 +25,11 @@ use crate::{pg, vault};
 /// Rows of the outbox published per round trip.
 const PUBLISH_CHUNK: i64 = 50_000;
 
+/// After publishing this many messages the outbox is vacuumed: its index is otherwise full of the
+/// deleted rows until autovacuum comes, and every later run's `SELECT … ORDER BY id LIMIT` walks
+/// them (measured: 2.7 s for a 5-order tick after a 1M-order backfill).
+const VACUUM_AFTER: u64 = 10_000;
+
 /// Deterministic id of a batch: uuid v5 over the job, the topic and the offset ranges consumed.
 pub fn batch_id(job: &str, topic: &str, ranges: &BTreeMap<i32, (i64, i64)>) -> Uuid {
     let ranges: Vec<String> = ranges
@@ -320,6 +325,11 @@ impl Run {
             )
             .await
             .context("marking batches published")?;
+        if sent >= VACUUM_AFTER {
+            if let Err(e) = self.client.batch_execute("VACUUM dwh.outbox").await {
+                tracing::warn!("could not vacuum dwh.outbox after publishing {sent} messages: {e}");
+            }
+        }
         Ok(sent)
     }
 }

@@ -8,7 +8,12 @@ JOIN LATERAL (
     WHERE s.h_order_pk = lou.h_order_pk
     ORDER BY s.effective_dt DESC LIMIT 1
 ) st ON st.status = 'CLOSED'
-JOIN dds.l_order_product lop ON lop.h_order_pk = lou.h_order_pk
+-- LATERAL … OFFSET 0 (not flattened): always an index probe per order. A plain join let the
+-- planner merge-join the whole l_order_product index (every order ever: 0.45 s for 5 users at 50k
+-- orders) when its statistics were stale after a backfill.
+JOIN LATERAL (
+    SELECT l.h_product_pk FROM dds.l_order_product l WHERE l.h_order_pk = lou.h_order_pk OFFSET 0
+) lop ON true
 LEFT JOIN LATERAL (
     SELECT s.name FROM dds.s_product_names s
     WHERE s.h_product_pk = lop.h_product_pk
