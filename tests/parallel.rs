@@ -88,6 +88,15 @@ async fn four_runs_of_each_job_share_eight_partitions() {
     drain_in_parallel(&env, None);
     assert_each_order_once(&env, &oracle).await;
     assert_matches(&env, &oracle, "after 4 parallel runs per job").await;
+
+    // `dwh status` shows the lag of every partition: all drained.
+    let status: serde_json::Value =
+        serde_json::from_str(&env.dwh_ok(&["status", "--json"])).unwrap();
+    for job in status["jobs"].as_array().unwrap() {
+        let lags = job["lag_per_partition"].as_object().unwrap();
+        assert_eq!(lags.len(), 8, "{job}");
+        assert!(lags.values().all(|lag| lag == 0), "{job}");
+    }
 }
 
 #[tokio::test]

@@ -63,6 +63,8 @@ pub struct JobStatus {
     pub last_batch: Option<LastBatch>,
     /// Messages waiting in Kafka beyond the offsets stored in PostgreSQL.
     pub lag: i64,
+    /// The same, per partition of the topic.
+    pub lag_per_partition: std::collections::BTreeMap<i32, i64>,
     pub dead_letters: DeadLetters,
     pub stale: bool,
 }
@@ -140,7 +142,8 @@ pub async fn collect(
                 seconds: row.get("seconds"),
                 published: row.get("published"),
             });
-        let lag = metrics::lag(client, kafka, job, topic).await?;
+        let lag_per_partition = metrics::lag_per_partition(client, kafka, job, topic).await?;
+        let lag = lag_per_partition.values().sum();
         let stale = lag > 0
             && last_batch
                 .as_ref()
@@ -150,6 +153,7 @@ pub async fn collect(
             topic: topic.to_string(),
             last_batch,
             lag,
+            lag_per_partition,
             dead_letters: DeadLetters {
                 count: row.get("dead_letters"),
                 newest_reason: row.get("newest_reason"),
@@ -228,6 +232,14 @@ pub fn render(status: &Status) -> String {
             "{:<4} {:<8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>6}  {state}",
             job.job, batch, age_, consumed, loaded, seconds, job.lag, job.dead_letters.count
         );
+    }
+    for job in status.jobs.iter().filter(|j| j.lag_per_partition.len() > 1) {
+        let parts: Vec<String> = job
+            .lag_per_partition
+            .iter()
+            .map(|(p, lag)| format!("{p}:{lag}"))
+            .collect();
+        let _ = writeln!(out, "lag of {} per partition: {}", job.job, parts.join(" "));
     }
     for job in &status.jobs {
         if let Some(reason) = &job.dead_letters.newest_reason {
