@@ -11,10 +11,10 @@
 
 use anyhow::{Context, Result};
 use dwh_shared::archive::{self, Archive, Kind};
-use dwh_shared::batch::{self, Job, Run, Summary};
+use dwh_shared::batch::{self, Job, Run};
 use dwh_shared::config::{Bounds, Kafka, Postgres};
 use dwh_shared::kafka::Drained;
-use indicatif::{ProgressBar, ProgressStyle};
+use dwh_shared::progress::Progress;
 
 use crate::stg::{self, Dictionaries, Stg};
 
@@ -45,23 +45,11 @@ pub async fn run(args: &Args) -> Result<String> {
     let archive = Archive::open(&args.from)?;
     let entries = archive.list(since, until).await?;
 
-    let Some(mut run) = Run::begin(
-        Stg::NAME,
-        &args.pg,
-        &args.kafka,
-        &args.bounds,
-        &args.kafka.orders_topic,
-    )
-    .await?
+    let topic = &args.kafka.orders_topic;
+    let Some((mut run, mut summary)) =
+        Run::resume(Stg::NAME, &args.pg, &args.kafka, &args.bounds, topic).await?
     else {
         return Ok("backfill: another stg run holds the lock; nothing done".into());
-    };
-    let mut summary = Summary {
-        published: run
-            .publish_outbox()
-            .await
-            .context("republishing the last stg batch")?,
-        ..Summary::default()
     };
     let mut job = Stg {
         dictionaries: Dictionaries::Archived(Vec::new()),
@@ -69,7 +57,7 @@ pub async fn run(args: &Args) -> Result<String> {
         target: args.kafka.stg_topic.clone(),
         archive: None,
     };
-    let bar = progress(entries.len());
+    let progress = Progress::new("archive files", entries.len() as u64);
     let (mut batches, mut snapshots) = (0usize, 0usize);
     for entry in &entries {
         let archived = archive.read(entry).await?;
@@ -95,9 +83,9 @@ pub async fn run(args: &Args) -> Result<String> {
                 snapshots += 1;
             }
         }
-        bar.inc(1);
+        progress.inc(1);
     }
-    bar.finish_and_clear();
+    progress.finish();
     Ok(format!(
         "backfill: archive={} batches={batches} snapshots={snapshots} consumed={} loaded={} \
          dead_lettered={} published={} seconds={:.2}",
@@ -108,15 +96,4 @@ pub async fn run(args: &Args) -> Result<String> {
         summary.published,
         run.elapsed()
     ))
-}
-
-fn progress(len: usize) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} files {per_sec} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("backfill");
-    bar
 }

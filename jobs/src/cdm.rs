@@ -74,10 +74,7 @@ async fn full(args: &Args) -> Result<Summary> {
     };
     let topic = &args.kafka.dds_topic;
     let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka, &bounds, topic).await? else {
-        return Ok(Summary {
-            skipped: true,
-            ..Summary::default()
-        });
+        return Ok(Summary::skipped());
     };
     let chunk = args.chunk;
     let mut summary = Summary::default();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use dwh_shared::config::{Kafka, Redis};
 use dwh_shared::kafka;
-use indicatif::{ProgressBar, ProgressStyle};
+use dwh_shared::progress::Progress;
 use rdkafka::producer::FutureRecord;
 
 #[derive(clap::Args, Debug)]
@@ -116,19 +116,6 @@ fn dictionary_id(line: &[u8]) -> Option<String> {
     doc.get("_id")?.as_str().map(str::to_owned)
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_owned());
-    bar
-}
-
 /// Lines sent or SET per round.
 const CHUNK: usize = 10_000;
 
@@ -165,7 +152,8 @@ pub async fn run(args: &Args) -> Result<String> {
             continue;
         }
         let topic = &args.kafka.orders_topic;
-        let bar = progress(size, "orders");
+        let progress = Progress::new("order bytes", size);
+        let mut shown = 0;
         let per_round = if args.rate.is_some() { 1 } else { CHUNK };
         while !chunk.is_empty() {
             match args.rate {
@@ -195,10 +183,11 @@ pub async fn run(args: &Args) -> Result<String> {
                 }
             }
             orders += chunk.len();
-            bar.set_position(read);
+            progress.inc(read - shown);
+            shown = read;
             chunk = lines.chunk(per_round, &mut read)?;
         }
-        bar.finish_and_clear();
+        progress.finish();
     }
     kafka::flush(&producer)?;
     Ok(format!(

@@ -71,6 +71,14 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary of a run that found its partitions locked by another run.
+    pub fn skipped() -> Summary {
+        Summary {
+            skipped: true,
+            ..Summary::default()
+        }
+    }
+
     /// The one line a run prints when it ends.
     pub fn line(&self, job: &str) -> String {
         if self.skipped {
@@ -121,18 +129,8 @@ pub async fn run<J: Job>(
     topic: &str,
     bounds: &Bounds,
 ) -> Result<Summary> {
-    let Some(mut run) = Run::begin(J::NAME, pg, kafka, bounds, topic).await? else {
-        return Ok(Summary {
-            skipped: true,
-            ..Summary::default()
-        });
-    };
-    let mut summary = Summary {
-        published: run
-            .publish_outbox()
-            .await
-            .context("republishing the last batch")?,
-        ..Summary::default()
+    let Some((mut run, mut summary)) = Run::resume(J::NAME, pg, kafka, bounds, topic).await? else {
+        return Ok(Summary::skipped());
     };
     let drained = run.drain(bounds).await?;
     load_batch(&mut run, job, &drained, &mut summary).await?;
@@ -259,6 +257,29 @@ impl Run {
             started: Instant::now(),
             batch_started: Instant::now(),
         }))
+    }
+
+    /// [`Run::begin`], then publish what an earlier run committed but did not publish: the
+    /// start of every run that loads batches. The summary counts what was republished.
+    pub async fn resume(
+        job: &'static str,
+        pg: &Postgres,
+        kafka: &Kafka,
+        bounds: &Bounds,
+        topic: &str,
+    ) -> Result<Option<(Run, Summary)>> {
+        let Some(run) = Run::begin(job, pg, kafka, bounds, topic).await? else {
+            return Ok(None);
+        };
+        let published = run
+            .publish_outbox()
+            .await
+            .context("republishing the last batch")?;
+        let summary = Summary {
+            published,
+            ..Summary::default()
+        };
+        Ok(Some((run, summary)))
     }
 
     /// Seconds since the run began.
