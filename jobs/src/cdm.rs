@@ -115,6 +115,7 @@ async fn full(args: &Args) -> Result<Summary> {
         };
         summary.loaded += recompute(&tx, &users).await?;
         tx.commit().await?;
+        batch::fault_point(Cdm::NAME, "mid-full");
         summary.consumed += users.len();
         progress.inc(users.len() as u64);
         after = last;
@@ -149,6 +150,7 @@ pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid]) -> Result<u64> {
             written += pg::copy_batch(tx, table, &batch).await?;
         }
     }
+    batch::fault_point(Cdm::NAME, "after-copy");
     Ok(written)
 }
 

@@ -40,6 +40,11 @@ pub fn batch_id(job: &str, topic: &str, ranges: &BTreeMap<i32, (i64, i64)>) -> U
 }
 
 /// Crash here if `DWH_FAULT` names this point (`<job>:<point>`); used by the crash tests.
+///
+/// The points of every consuming run, in order: `after-drain`, `after-copy` (the job's stage
+/// tables are filled), `after-merge`, `before-commit`, `after-commit`, `mid-publish` (some of the
+/// outbox sent, none of it cleared), `after-publish`; and `cdm:mid-full` (the first chunk of
+/// `dwh cdm --full` committed).
 pub fn fault_point(job: &str, point: &str) {
     if let Ok(wanted) = std::env::var("DWH_FAULT") {
         if wanted == format!("{job}:{point}") {
@@ -150,6 +155,7 @@ pub async fn load_batch<J: Job>(
     if drained.messages.is_empty() {
         return Ok(());
     }
+    fault_point(J::NAME, "after-drain");
     let topic = drained.topic.as_str();
     let batch_id = batch_id(J::NAME, topic, &drained.ranges);
     summary.batch_id = Some(batch_id);
@@ -296,6 +302,7 @@ impl Run {
             partitions: self.partitions.clone(),
             stored,
             max: bounds.max_messages,
+            max_bytes: bounds.max_batch_bytes,
             timeout: Duration::from_secs(bounds.fetch_timeout_secs),
         };
         kafka::drain(&self.kafka, &format!("dwh-{}", self.job), &self.topic, plan).await

@@ -115,6 +115,10 @@ pub struct Bounds {
     /// Most messages one run consumes before it commits and exits
     #[arg(long, env = "DWH_MAX_MESSAGES", default_value_t = 200_000)]
     pub max_messages: usize,
+    /// Most message bytes (keys and values) one run holds: with messages of any size, a run's
+    /// memory follows this bound, not the backlog (a run always takes at least one message)
+    #[arg(long, env = "DWH_MAX_BATCH_BYTES", default_value_t = 64 << 20)]
+    pub max_batch_bytes: u64,
     /// Seconds to wait for the broker to deliver what it reported as waiting
     #[arg(long, env = "DWH_FETCH_TIMEOUT_SECS", default_value_t = 60)]
     pub fetch_timeout_secs: u64,

@@ -145,6 +145,8 @@ pub struct DrainPlan {
     pub partitions: Vec<i32>,
     pub stored: BTreeMap<i32, i64>,
     pub max: usize,
+    /// Most key and value bytes to hold; the message that crosses it is the last one taken.
+    pub max_bytes: u64,
     pub timeout: Duration,
 }
 
@@ -163,18 +165,23 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
         partitions,
         stored,
         max,
+        max_bytes,
         timeout,
     } = plan;
+    // What librdkafka fetches ahead and queues is memory too: keep it within the bound.
+    let fetch_bytes = max_bytes.clamp(1 << 20, 50 << 20).to_string();
+    let queued_kbytes = (max_bytes >> 10).clamp(1 << 10, 64 << 10).to_string();
     let brokers = &kafka.brokers;
     let consumer: BaseConsumer = base_config(kafka)?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.max.bytes", "52428800")
+        .set("fetch.max.bytes", &fetch_bytes)
         // One partition is all a run usually reads: let a fetch bring as much as the whole one
         // (librdkafka's default, 1 MB, meant ~1,000 orders a round trip).
-        .set("max.partition.fetch.bytes", "52428800")
+        .set("max.partition.fetch.bytes", &fetch_bytes)
+        .set("queued.max.messages.kbytes", &queued_kbytes)
         .set("fetch.wait.max.ms", "20")
         .create()
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
@@ -206,15 +213,25 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
         }
     }
     let mut messages = Vec::new();
+    let mut ranges = BTreeMap::new();
     if !targets.is_empty() {
         consumer.assign(&tpl)?;
-        poll_until(&consumer, topic, &targets, &mut messages, timeout)?;
+        let next = poll_until(
+            &consumer,
+            topic,
+            &targets,
+            &mut messages,
+            max_bytes,
+            timeout,
+        )?;
+        // Where the byte bound stopped the run early, a partition's range ends at what was read.
+        for (partition, (start, _)) in &targets {
+            if next[partition] > *start {
+                ranges.insert(*partition, (*start, next[partition]));
+            }
+        }
     }
     messages.sort_by_key(|m| (m.partition, m.offset));
-    let ranges = targets
-        .iter()
-        .map(|(p, (start, end))| (*p, (*start, *end)))
-        .collect();
     Ok(Drained {
         topic: topic.to_owned(),
         messages,
@@ -266,12 +283,14 @@ fn poll_until(
     topic: &str,
     targets: &BTreeMap<i32, (i64, i64)>,
     out: &mut Vec<Polled>,
+    max_bytes: u64,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<BTreeMap<i32, i64>> {
     let mut next: BTreeMap<i32, i64> = targets.iter().map(|(p, (s, _))| (*p, *s)).collect();
     let mut last_progress = Instant::now();
+    let mut bytes = 0u64;
     let done = |next: &BTreeMap<i32, i64>| targets.iter().all(|(p, (_, end))| next[p] >= *end);
-    while !done(&next) {
+    while !done(&next) && bytes < max_bytes {
         if last_progress.elapsed() > timeout {
             bail!("Kafka did not deliver {topic} up to the offsets it reported within {timeout:?}");
         }
@@ -286,17 +305,19 @@ fn poll_until(
         if message.offset() >= *end || message.offset() < next[&partition] {
             continue;
         }
-        out.push(Polled {
+        let polled = Polled {
             partition,
             offset: message.offset(),
             timestamp_ms: message.timestamp().to_millis(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        });
+        };
+        bytes += (polled.payload.len() + polled.key.as_ref().map_or(0, Vec::len)) as u64;
+        out.push(polled);
         next.insert(partition, message.offset() + 1);
         last_progress = Instant::now();
     }
-    Ok(())
+    Ok(next)
 }
 
 /// A producer tuned for micro-batches: large queue, small linger, every replica acknowledges.

@@ -87,7 +87,11 @@ pub fn parse_order(line: &str) -> Option<(i64, Order)> {
 impl Oracle {
     /// The expectation for the bundled testdata.
     pub fn testdata() -> Oracle {
-        let dir = super::testdata();
+        Oracle::from_dir(&super::testdata())
+    }
+
+    /// The expectation for the files `testdata/generate.py` wrote into `dir`.
+    pub fn from_dir(dir: &Path) -> Oracle {
         let mut oracle = Oracle::default();
         oracle.add_orders(&std::fs::read_to_string(dir.join("orders.jsonl")).unwrap());
         oracle.add_dictionaries(&dir.join("users.jsonl"), &dir.join("restaurants.jsonl"));

@@ -87,3 +87,95 @@ pub async fn assert_matches(env: &Env, oracle: &Oracle, when: &str) {
         "{when}: reconciliation"
     );
 }
+
+/// What a warehouse holds compared with the oracle, order by order and counter by counter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Audit {
+    /// Orders, order lines and counters compared.
+    pub rows: u64,
+    /// Orders or lines the oracle has and the warehouse does not (or holds in an older
+    /// version), plus counts short of the oracle's.
+    pub lost: u64,
+    /// Orders or lines the warehouse has beyond the oracle, plus counts above the oracle's.
+    pub doubled: u64,
+}
+
+impl Audit {
+    fn counters<K: Ord>(
+        &mut self,
+        expected: &BTreeMap<K, (String, i64)>,
+        found: &BTreeMap<K, (String, i64)>,
+    ) {
+        let keys: BTreeSet<&K> = expected.keys().chain(found.keys()).collect();
+        for key in keys {
+            let want = expected.get(key).map_or(0, |(_, n)| *n);
+            let got = found.get(key).map_or(0, |(_, n)| *n);
+            self.rows += 1;
+            self.lost += (want - got).max(0) as u64;
+            self.doubled += (got - want).max(0) as u64;
+        }
+    }
+}
+
+/// Audit DDS (every order's current status, user and products) and both CDM showcases against
+/// the oracle.
+pub async fn audit(env: &Env, oracle: &Oracle) -> Audit {
+    type Vault = BTreeMap<i64, (String, Uuid, BTreeSet<Uuid>)>;
+    let pg = env.pg().await;
+    let mut vault: Vault = BTreeMap::new();
+    for row in pg
+        .query(
+            "SELECT h.order_id,
+                    (SELECT s.status FROM dds.s_order_status s WHERE s.h_order_pk = h.h_order_pk
+                     ORDER BY s.effective_dt DESC LIMIT 1),
+                    (SELECT ou.h_user_pk FROM dds.l_order_user ou WHERE ou.h_order_pk = h.h_order_pk),
+                    ARRAY(SELECT op.h_product_pk FROM dds.l_order_product op
+                          WHERE op.h_order_pk = h.h_order_pk)
+             FROM dds.h_order h",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let products: Vec<Uuid> = row.get(3);
+        let status: Option<String> = row.get(1);
+        let user: Option<Uuid> = row.get(2);
+        vault.insert(
+            row.get(0),
+            (
+                status.unwrap_or_default(),
+                user.unwrap_or_default(),
+                products.into_iter().collect(),
+            ),
+        );
+    }
+    let mut audit = Audit::default();
+    for (id, order) in &oracle.orders {
+        let products: BTreeSet<Uuid> = order.items.iter().map(|(dish, _)| key(dish)).collect();
+        audit.rows += 1 + products.len() as u64;
+        let Some((status, user, found)) = vault.get(id) else {
+            audit.lost += 1 + products.len() as u64;
+            continue;
+        };
+        if *status != order.status || *user != key(&order.user_id) {
+            audit.lost += 1;
+        }
+        audit.lost += products.difference(found).count() as u64;
+        audit.doubled += found.difference(&products).count() as u64;
+    }
+    audit.doubled += vault
+        .keys()
+        .filter(|id| !oracle.orders.contains_key(id))
+        .count() as u64;
+    let products = showcase(env, "user_product_counters", "product_id", "product_name").await;
+    audit.counters(&oracle.product_counters(), &products);
+    let categories = showcase(
+        env,
+        "user_category_counters",
+        "category_id",
+        "category_name",
+    )
+    .await;
+    audit.counters(&oracle.category_counters(), &categories);
+    audit
+}
