@@ -150,3 +150,26 @@ async fn a_full_recompute_survives_a_crash_between_chunks() {
     env.dwh_ok(&["cdm", "--full", "--chunk", "10"]);
     assert_matches(&env, &Oracle::testdata(), "after the crashed --full").await;
 }
+
+/// The audit the crash tests and the campaign rely on sees a lost order line and a double count.
+#[tokio::test]
+async fn the_audit_sees_a_lost_line_and_a_double_count() {
+    let env = Env::new().await;
+    let oracle = Oracle::testdata();
+    env.replay_testdata();
+    env.pipeline();
+    let clean = audit(&env, &oracle).await;
+    assert_eq!((clean.lost, clean.doubled), (0, 0), "{clean:?}");
+    env.pg()
+        .await
+        .batch_execute(
+            "DELETE FROM dds.l_order_product
+             WHERE ctid = (SELECT min(ctid) FROM dds.l_order_product);
+             UPDATE cdm.user_category_counters SET order_cnt = order_cnt + 1
+             WHERE ctid = (SELECT min(ctid) FROM cdm.user_category_counters)",
+        )
+        .await
+        .unwrap();
+    let found = audit(&env, &oracle).await;
+    assert_eq!((found.lost, found.doubled), (1, 1), "{found:?}");
+}

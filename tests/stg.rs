@@ -238,27 +238,27 @@ async fn two_runs_at_once_load_and_publish_each_order_once() {
     assert_eq!(env.topic_len(&env.stg_topic), oracle.orders.len() as i64);
 }
 
-#[tokio::test]
-async fn bounded_runs_resume_where_the_last_one_stopped() {
-    let env = Env::new().await;
-    let oracle = Oracle::testdata();
-    env.replay_testdata();
-    let mut runs = 0;
+/// Run `dwh stg <bound…>` until a run consumes nothing; returns the runs that consumed something.
+fn drain_in_runs(env: &Env, bound: &[&str]) -> usize {
+    let mut busy = 0;
     loop {
-        let line = env.dwh_ok(&["stg", "--max-messages", "1000"]);
-        runs += 1;
+        let line = env.dwh_ok(&[&["stg"], bound].concat());
         if line.contains("consumed=0 ") {
-            break;
+            return busy;
         }
-        assert!(runs <= 5, "3082 messages take four runs of 1000: {line}");
+        busy += 1;
+        assert!(busy <= 10, "{bound:?} does not converge: {line}");
     }
-    assert_eq!(runs, 5);
+}
+
+/// After bounded runs, STG holds what one unbounded run would have loaded.
+async fn assert_all_loaded(env: &Env, oracle: &Oracle) {
     let expected: BTreeMap<i64, String> = oracle
         .orders
         .iter()
         .map(|(id, o)| (*id, o.status.clone()))
         .collect();
-    assert_eq!(stg_statuses(&env).await, expected);
+    assert_eq!(stg_statuses(env).await, expected);
     let pg = env.pg().await;
     assert_eq!(
         count(&pg, "SELECT count(*) FROM dwh.dead_letters").await,
@@ -268,6 +268,37 @@ async fn bounded_runs_resume_where_the_last_one_stopped() {
         count(&pg, "SELECT next_offset FROM dwh.offsets WHERE job = 'stg'").await,
         oracle.lines as i64
     );
+}
+
+#[tokio::test]
+async fn bounded_runs_resume_where_the_last_one_stopped() {
+    let env = Env::new().await;
+    let oracle = Oracle::testdata();
+    env.replay_testdata();
+    assert_eq!(
+        drain_in_runs(&env, &["--max-messages", "1000"]),
+        4,
+        "3082 messages take four runs of 1000"
+    );
+    assert_all_loaded(&env, &oracle).await;
+}
+
+#[tokio::test]
+async fn a_byte_bound_splits_the_backlog_into_runs_of_that_size() {
+    let env = Env::new().await;
+    let oracle = Oracle::testdata();
+    env.replay_testdata();
+    let orders = std::fs::read_to_string(harness::testdata().join("orders.jsonl")).unwrap();
+    let bytes: usize = orders.lines().filter(|l| !l.is_empty()).map(str::len).sum();
+    // A run stops at the message that crosses the bound: a third of the bytes plus one takes
+    // exactly three runs.
+    let bound = (bytes / 3 + 1).to_string();
+    assert_eq!(
+        drain_in_runs(&env, &["--max-batch-bytes", &bound]),
+        3,
+        "{bytes} bytes in runs of at most {bound}"
+    );
+    assert_all_loaded(&env, &oracle).await;
 }
 
 #[tokio::test]
