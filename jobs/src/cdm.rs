@@ -34,7 +34,7 @@ pub struct Args {
     /// Recompute every user's showcases (after a backfill, a bug fix or a change of tag rules)
     #[arg(long)]
     pub full: bool,
-    /// Users recomputed per transaction by --full
+    /// Users recomputed at a time: per transaction by --full, per step of an incremental run
     #[arg(long, env = "DWH_CDM_CHUNK", default_value_t = 5_000)]
     pub chunk: i64,
 }
@@ -44,10 +44,17 @@ pub async fn run(args: &Args) -> Result<Summary> {
         return full(args).await;
     }
     let topic = &args.kafka.dds_topic;
-    batch::run(&mut Cdm, &args.pg, &args.kafka, topic, &args.bounds).await
+    let mut job = Cdm {
+        chunk: args.chunk.max(1) as usize,
+    };
+    batch::run(&mut job, &args.pg, &args.kafka, topic, &args.bounds).await
 }
 
-struct Cdm;
+/// The CDM load step: the affected users are recomputed `chunk` at a time (in the batch's one
+/// transaction), so a batch naming every user holds one chunk's facts at a time.
+struct Cdm {
+    chunk: usize,
+}
 
 impl Job for Cdm {
     const NAME: &'static str = "cdm";
@@ -60,7 +67,10 @@ impl Job for Cdm {
         let mut users: Vec<Uuid> = affected.iter().map(|(_, a)| a.user_pk).collect();
         users.sort();
         users.dedup();
-        let rows = recompute(tx, &users).await?;
+        let mut rows = 0;
+        for chunk in users.chunks(self.chunk) {
+            rows += recompute(tx, chunk).await?;
+        }
         Ok(Loaded { rows, dead })
     }
 }
