@@ -337,18 +337,33 @@ async fn a_snapshot_keeps_each_dictionary_version_once() {
 #[tokio::test]
 async fn unreachable_services_and_bad_flags_get_one_plain_line() {
     let env = Env::new().await;
+    // A small retry bound: a service that is away is retried for a second, then named.
     let cases: [(&[&str], &str); 3] = [
         (
-            &["stg", "--pg-url", "postgres://dwh:s3cret@127.0.0.1:1/dwh"],
+            &[
+                "stg",
+                "--retry-max-secs",
+                "1",
+                "--pg-url",
+                "postgres://dwh:s3cret@127.0.0.1:1/dwh",
+            ],
             "PostgreSQL at postgres://dwh:****@127.0.0.1:1/dwh is unreachable",
         ),
         (
-            &["stg", "--redis-url", "redis://:s3cret@127.0.0.1:1"],
+            &[
+                "stg",
+                "--retry-max-secs",
+                "1",
+                "--redis-url",
+                "redis://:s3cret@127.0.0.1:1",
+            ],
             "Redis at redis://:****@127.0.0.1:1",
         ),
         (
             &[
                 "stg",
+                "--retry-max-secs",
+                "1",
                 "--kafka-brokers",
                 "127.0.0.1:1",
                 "--fetch-timeout-secs",

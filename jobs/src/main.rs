@@ -16,8 +16,9 @@ mod stg;
 
 use clap::{Parser, Subcommand};
 use dwh_shared::batch::Summary;
-use dwh_shared::config::{Kafka, Postgres};
+use dwh_shared::config::{Kafka, Postgres, Retry};
 use dwh_shared::metrics;
+use dwh_shared::retry::{self, Endpoints};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +34,8 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     push: metrics::Push,
+    #[command(flatten)]
+    retry: Retry,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +81,35 @@ impl Command {
             Command::CopyBaseline(_) => "copy-baseline",
         }
     }
+
+    /// The services this command talks to, to name them in its errors.
+    fn endpoints(&self) -> Endpoints<'_> {
+        let (postgres, redis, kafka) = match self {
+            Command::Migrate(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::Stg(a) => (Some(&a.pg), Some(&a.redis), Some(&a.kafka)),
+            Command::Snapshot(a) => (Some(&a.pg), Some(&a.redis), None),
+            Command::Dds(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::Cdm(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::Replay(a) => (None, Some(&a.redis), Some(&a.kafka)),
+            Command::Backfill(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::Export(a) => (Some(&a.pg), None, None),
+            Command::Status(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::Report(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::CopyBaseline(a) => (Some(&a.pg), None, None),
+        };
+        Endpoints {
+            postgres,
+            redis,
+            kafka,
+        }
+    }
+}
+
+/// The one line a failed run prints: the command, the service that failed (when the error does
+/// not name it yet) and the error's causes.
+fn error_line(command: &Command, error: anyhow::Error) -> String {
+    let error = retry::name_service(error, &command.endpoints());
+    format!("dwh {}: {}", command.name(), dwh_shared::error_line(&error))
 }
 
 fn init_logging() {
@@ -110,11 +142,12 @@ async fn finish(
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
+    retry::configure(&cli.retry);
     let name = cli.command.name();
     let push = &cli.push;
     if let Command::Status(args) = &cli.command {
         return status::run(args).await.unwrap_or_else(|error| {
-            eprintln!("dwh {name}: {}", dwh_shared::error_line(&error));
+            eprintln!("{}", error_line(&cli.command, error));
             std::process::ExitCode::FAILURE
         });
     }
@@ -147,7 +180,7 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("dwh {name}: {}", dwh_shared::error_line(&error));
+            eprintln!("{}", error_line(&cli.command, error));
             std::process::ExitCode::FAILURE
         }
     }

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use ::redis::aio::MultiplexedConnection;
 use anyhow::{Context, Result};
 use arrow::array::{
     ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
@@ -21,6 +20,7 @@ use dwh_shared::batch::{self, Job, Loaded, Summary};
 use dwh_shared::config::{Bounds, Kafka, Postgres, Redis};
 use dwh_shared::kafka::{Drained, Polled};
 use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
+use dwh_shared::retry::{self, NotReady, Service};
 use dwh_shared::{pg, redis, vault};
 use tokio_postgres::Transaction;
 use tracing::{info, warn};
@@ -58,7 +58,7 @@ fn open_archive(args: &ArchiveArgs) -> Result<Option<Archive>> {
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let mut job = Stg {
-        dictionaries: Dictionaries::Redis(redis::connect(&args.redis).await?),
+        dictionaries: Dictionaries::Redis(redis::Reader::connect(&args.redis).await?),
         source: args.kafka.orders_topic.clone(),
         target: args.kafka.stg_topic.clone(),
         archive: open_archive(&args.archive)?,
@@ -88,19 +88,54 @@ pub struct Stg {
 /// Where a batch's users and restaurants are read from.
 pub enum Dictionaries {
     /// Live: the documents the batch names, read from Redis now.
-    Redis(MultiplexedConnection),
+    Redis(redis::Reader),
     /// Rebuilding: the documents the original batch read, from its archive file.
     Archived(Vec<Document>),
 }
 
 impl Dictionaries {
     /// The dictionary documents under `ids` (for an archived batch: what it read back then).
-    async fn read(&mut self, ids: &[String]) -> Result<redis::Snapshot> {
-        match self {
-            Dictionaries::Redis(conn) => redis::read(conn, ids).await,
-            Dictionaries::Archived(documents) => Ok(parse_documents(documents)),
-        }
+    ///
+    /// A Redis that dropped the connection is reconnected to and read again, within the retry
+    /// bounds. A Redis that answers with no keys at all while STG already holds dictionaries lost
+    /// its data (it keeps none on disk): that is waited out the same way rather than loading the
+    /// batch without names and categories, and ends the run when the dictionaries stay away.
+    async fn read(&mut self, tx: &Transaction<'_>, ids: &[String]) -> Result<redis::Snapshot> {
+        let reader = match self {
+            Dictionaries::Redis(reader) => reader,
+            Dictionaries::Archived(documents) => return Ok(parse_documents(documents)),
+        };
+        retry::run(Service::Redis, async || {
+            let snapshot = reader.try_read(ids).await?;
+            if snapshot.versions.is_empty()
+                && snapshot.missing > 0
+                && reader.try_is_empty().await?
+                && stg_has_dictionaries(tx).await?
+            {
+                return Err(NotReady {
+                    service: Service::Redis,
+                    reason: "Redis holds no dictionaries although STG has loaded some: it lost \
+                             its data (restarted?); load the users and restaurants into it again"
+                        .to_owned(),
+                }
+                .into());
+            }
+            Ok(snapshot)
+        })
+        .await
     }
+}
+
+/// Whether STG holds any user or restaurant yet.
+async fn stg_has_dictionaries(tx: &Transaction<'_>) -> Result<bool> {
+    let row = tx
+        .query_one(
+            "SELECT EXISTS (SELECT FROM stg.users) OR EXISTS (SELECT FROM stg.restaurants)",
+            &[],
+        )
+        .await
+        .context("looking for dictionaries in STG")?;
+    Ok(row.get(0))
 }
 
 /// Parse archived dictionary documents the way a Redis read does.
@@ -140,7 +175,7 @@ impl Job for Stg {
             .iter()
             .flat_map(|(_, o)| [o.user_id.clone(), o.restaurant_id.clone()])
             .collect();
-        let dictionaries = self.dictionaries.read(&ids).await?;
+        let dictionaries = self.dictionaries.read(tx, &ids).await?;
         for (key, reason) in &dictionaries.unreadable {
             warn!(key, reason, "unreadable dictionary document left out");
         }

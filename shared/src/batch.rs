@@ -41,15 +41,28 @@ pub fn batch_id(job: &str, topic: &str, ranges: &BTreeMap<i32, (i64, i64)>) -> U
 
 /// Crash here if `DWH_FAULT` names this point (`<job>:<point>`); used by the crash tests.
 ///
-/// The points of every consuming run, in order: `after-drain`, `after-copy` (the job's stage
-/// tables are filled), `after-merge`, `before-commit`, `after-commit`, `mid-publish` (some of the
-/// outbox sent, none of it cleared), `after-publish`; and `cdm:mid-full` (the first chunk of
-/// `dwh cdm --full` committed).
+/// The points of every consuming run, in order: `before-drain` (locks held, outbox republished),
+/// `after-drain`, `after-copy` (the job's stage tables are filled), `after-merge`,
+/// `before-commit`, `after-commit`, `mid-publish` (some of the outbox sent, none of it cleared),
+/// `after-publish`; and `cdm:mid-full` (the first chunk of `dwh cdm --full` committed).
+///
+/// Or hold the run here if `DWH_PAUSE` names it: the run creates the file `DWH_PAUSE_FILE` and
+/// waits until it is removed; the outage tests stop a service meanwhile. (It blocks the thread
+/// the run's steps are on; connections live on the runtime's workers and notice what happens.)
 pub fn fault_point(job: &str, point: &str) {
-    if let Ok(wanted) = std::env::var("DWH_FAULT") {
-        if wanted == format!("{job}:{point}") {
-            eprintln!("dwh {job}: injected crash at {point}");
-            std::process::abort();
+    let here = format!("{job}:{point}");
+    if std::env::var("DWH_FAULT").is_ok_and(|wanted| wanted == here) {
+        eprintln!("dwh {job}: injected crash at {point}");
+        std::process::abort();
+    }
+    if std::env::var("DWH_PAUSE").is_ok_and(|wanted| wanted == here) {
+        if let Some(file) = std::env::var_os("DWH_PAUSE_FILE") {
+            let file = std::path::Path::new(&file);
+            if std::fs::write(file, here.as_bytes()).is_ok() {
+                while file.exists() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
         }
     }
 }
@@ -137,6 +150,7 @@ pub async fn run<J: Job>(
     let Some((mut run, mut summary)) = Run::resume(J::NAME, pg, kafka, bounds, topic).await? else {
         return Ok(Summary::skipped());
     };
+    fault_point(J::NAME, "before-drain");
     let drained = run.drain(bounds).await?;
     load_batch(&mut run, job, &drained, &mut summary).await?;
     summary.seconds = run.elapsed();

@@ -131,6 +131,43 @@ pub struct Bounds {
     pub worker: Worker,
 }
 
+/// How long a run rides out a service that is away: connecting to PostgreSQL, Redis and Kafka,
+/// and reading from Kafka and Redis, are retried with exponential backoff (250 ms doubling up to
+/// 10 s, with jitter) until either bound is reached; then the run ends naming the service. Nothing
+/// inside the load transaction is retried: a failed transaction ends the run, and the next run
+/// loads the same batch again.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Seconds a run keeps retrying a service that is unreachable or dropped the connection
+    /// (0: fail at once); also how long a published message may wait for the broker
+    #[arg(
+        id = "retry_max_secs",
+        long = "retry-max-secs",
+        env = "DWH_RETRY_MAX_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub max_secs: u64,
+    /// Most retries of one step within --retry-max-secs
+    #[arg(
+        id = "retries",
+        long = "retries",
+        env = "DWH_RETRIES",
+        default_value_t = 10,
+        global = true
+    )]
+    pub retries: usize,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_secs: 60,
+            retries: 10,
+        }
+    }
+}
+
 /// One of K parallel runs of a job, owning the partitions `p % K == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Worker {

@@ -3,6 +3,8 @@
 //! A job never subscribes: it assigns itself every partition at the offset PostgreSQL holds for it
 //! and reads up to the high watermark it saw when it started (or up to its bound). PostgreSQL is
 //! the source of truth for offsets; the group offsets committed to Kafka are for monitoring only.
+//! Reading metadata, offsets and messages, and creating topics, are retried while the brokers are
+//! away (see [`retry`]): each attempt is a new client, so nothing of a failed one is reused.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::Kafka;
+use crate::retry::{self, NotReady, Service};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -128,19 +131,23 @@ pub fn security_properties(kafka: &Kafka) -> Result<Vec<(&'static str, String)>>
 
 /// The partitions of `topic`, or an error saying to run `dwh migrate` when it does not exist.
 pub async fn topic_partitions(kafka: &Kafka, topic: &str) -> Result<Vec<i32>> {
-    let (kafka, topic) = (kafka.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let brokers = &kafka.brokers;
-        let consumer: BaseConsumer = base_config(&kafka)?
-            .create()
-            .with_context(|| format!("creating a Kafka client for {brokers}"))?;
-        partitions(&consumer, brokers, &topic)
+    retry::run(Service::Kafka, async || {
+        let (kafka, topic) = (kafka.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let brokers = &kafka.brokers;
+            let consumer: BaseConsumer = base_config(&kafka)?
+                .create()
+                .with_context(|| format!("creating a Kafka client for {brokers}"))?;
+            partitions(&consumer, brokers, &topic)
+        })
+        .await
+        .context("metadata thread failed")?
     })
     .await
-    .context("metadata thread failed")?
 }
 
 /// What to drain: the partitions, where each starts (`stored` next offsets) and how much.
+#[derive(Debug, Clone)]
 pub struct DrainPlan {
     pub partitions: Vec<i32>,
     pub stored: BTreeMap<i32, i64>,
@@ -153,11 +160,21 @@ pub struct DrainPlan {
 /// Drain `plan.partitions` of `topic` from their stored offsets, at most `plan.max` messages.
 ///
 /// Runs on a blocking thread: librdkafka's consumer is a blocking API.
+/// A broker that goes away mid-drain is retried from the start with a new consumer (nothing was
+/// written yet: the load comes after).
 pub async fn drain(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
-    let (kafka, group, topic) = (kafka.clone(), group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || drain_blocking(&kafka, &group, &topic, plan))
-        .await
-        .context("drain thread failed")?
+    retry::run(Service::Kafka, async || {
+        let (kafka, group, topic, plan) = (
+            kafka.clone(),
+            group.to_owned(),
+            topic.to_owned(),
+            plan.clone(),
+        );
+        tokio::task::spawn_blocking(move || drain_blocking(&kafka, &group, &topic, plan))
+            .await
+            .context("drain thread failed")?
+    })
+    .await
 }
 
 fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
@@ -243,6 +260,10 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
 /// The low and high watermark of every partition of `topic` (partition → (low, high)): what the
 /// broker holds. Monitoring (`dwh status`, metrics) compares them with the offsets PostgreSQL stores.
 pub async fn watermarks(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+    retry::run(Service::Kafka, async || watermarks_once(kafka, topic).await).await
+}
+
+async fn watermarks_once(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
     let (kafka, topic) = (kafka.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let brokers = &kafka.brokers;
@@ -292,7 +313,13 @@ fn poll_until(
     let done = |next: &BTreeMap<i32, i64>| targets.iter().all(|(p, (_, end))| next[p] >= *end);
     while !done(&next) && bytes < max_bytes {
         if last_progress.elapsed() > timeout {
-            bail!("Kafka did not deliver {topic} up to the offsets it reported within {timeout:?}");
+            return Err(NotReady {
+                service: Service::Kafka,
+                reason: format!(
+                    "Kafka did not deliver {topic} up to the offsets it reported within {timeout:?}"
+                ),
+            }
+            .into());
         }
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
@@ -330,9 +357,14 @@ pub fn producer(kafka: &Kafka) -> Result<FutureProducer> {
         .set("linger.ms", "10")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("message.timeout.ms", "60000")
+        // How long a message may wait for a broker that is away: the retry bound, at least 10 s.
+        .set("message.timeout.ms", message_timeout_ms().to_string())
         .create()
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
+}
+
+fn message_timeout_ms() -> u64 {
+    retry::policy().max_secs.max(10) * 1000
 }
 
 /// Send every `(key, value)` to `topic` and wait until the broker acknowledged all of them.
@@ -370,6 +402,17 @@ pub fn flush(producer: &FutureProducer) -> Result<()> {
 
 /// Create `topics` with `partitions` partitions; existing topics are left as they are.
 pub async fn create_topics(kafka: &Kafka, topics: &[&str], partitions: i32) -> Result<Vec<String>> {
+    retry::run(Service::Kafka, async || {
+        create_topics_once(kafka, topics, partitions).await
+    })
+    .await
+}
+
+async fn create_topics_once(
+    kafka: &Kafka,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<Vec<String>> {
     let brokers = &kafka.brokers;
     let admin: AdminClient<DefaultClientContext> = base_config(kafka)?
         .create()

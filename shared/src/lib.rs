@@ -4,7 +4,8 @@
 //! settings come from ([`config`]), talking to Kafka ([`kafka`]), Redis ([`redis`]) and
 //! PostgreSQL ([`pg`]), the batch protocol that makes every run idempotent ([`batch`]), the source
 //! messages ([`model`]), the Data Vault description ([`vault`]) and the bridge from Arrow to
-//! Polars ([`frames`]); the Parquet archive of every batch ([`archive`]).
+//! Polars ([`frames`]); the Parquet archive of every batch ([`archive`]); riding out a service that
+//! is briefly away ([`retry`]).
 
 pub mod archive;
 pub mod batch;
@@ -17,25 +18,95 @@ pub mod pg;
 pub mod pg_tls;
 pub mod progress;
 pub mod redis;
+pub mod retry;
 pub mod vault;
 
 /// Replace the password of a connection URL with `****`, so it can be printed.
 ///
-/// Works for `scheme://user:password@host/...` URLs and for `key=value` connection strings.
+/// Works for `scheme://user:password@host/...` URLs (also ones that do not parse, e.g. with a bad
+/// port, and with a `password=` query parameter) and for `key=value` connection strings (quoted
+/// values too). Anything that might be a password is masked: better too much than too little.
 pub fn mask_url(raw: &str) -> String {
     if let Ok(mut parsed) = url::Url::parse(raw) {
         if parsed.password().is_some() {
             let _ = parsed.set_password(Some("****"));
         }
+        if parsed.query_pairs().any(|(k, _)| is_secret_key(&k)) {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if is_secret_key(&k) {
+                        "****".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
         return parsed.to_string();
     }
-    raw.split_whitespace()
-        .map(|part| match part.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=****"),
-            _ => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    if let Some((scheme, rest)) = raw.split_once("://") {
+        // Not a URL the parser accepts: mask everything between `user:` and the last `@`.
+        let Some(at) = rest.rfind('@') else {
+            return raw.to_owned();
+        };
+        let user = rest[..at]
+            .split_once(':')
+            .map_or(&rest[..at], |(user, _)| user);
+        let password = if rest[..at].contains(':') {
+            ":****"
+        } else {
+            ""
+        };
+        return format!("{scheme}://{user}{password}{}", &rest[at..]);
+    }
+    mask_key_values(raw)
+}
+
+fn is_secret_key(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("password")
+}
+
+/// `key=value` pairs (libpq's format: values may be single-quoted, with `\'` inside) with the
+/// value of every `*password*` key replaced by `****`.
+fn mask_key_values(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else {
+            out.push_str(rest);
+            break;
+        };
+        let key = rest[..eq].trim();
+        let key = key.rsplit(char::is_whitespace).next().unwrap_or(key);
+        out.push_str(&rest[..=eq]);
+        let after = &rest[eq + 1..];
+        let value_start = after.len() - after.trim_start().len();
+        out.push_str(&after[..value_start]);
+        let value = &after[value_start..];
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let close = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    close
+                })
+                .map_or(value.len(), |(i, _)| i + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        if is_secret_key(key) {
+            out.push_str("****");
+        } else {
+            out.push_str(&value[..value_len]);
+        }
+        rest = &value[value_len..];
+    }
+    out
 }
 
 /// An error and its causes on one line, `: `-separated, leaving out a cause whose text is already
@@ -84,5 +155,33 @@ mod tests {
             "host=db user=dwh password=****"
         );
         assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn passwords_are_masked_where_the_url_does_not_parse_or_hides_them_elsewhere() {
+        let cases = [
+            (
+                "postgres://dwh:s3cret@127.0.0.1:notaport/dwh",
+                "postgres://dwh:****@127.0.0.1:notaport/dwh",
+            ),
+            (
+                "postgres://dwh:s3/cr@et@db/dwh",
+                "postgres://dwh:****@db/dwh",
+            ),
+            ("redis://:s3cret@[::1/0", "redis://:****@[::1/0"),
+            (
+                "postgres://db/dwh?user=dwh&password=s3cret",
+                "postgres://db/dwh?user=dwh&password=****",
+            ),
+            (
+                "host=db password='s3 cr\\'et' user=dwh",
+                "host=db password=**** user=dwh",
+            ),
+            ("host=db sslpassword = s3cret", "host=db sslpassword = ****"),
+        ];
+        for (raw, masked) in cases {
+            assert_eq!(mask_url(raw), masked, "{raw}");
+            assert!(!mask_url(raw).contains("s3"), "{raw}");
+        }
     }
 }

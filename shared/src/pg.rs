@@ -12,7 +12,7 @@ use futures::SinkExt;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::config::Postgres;
-use crate::{mask_url, pg_tls};
+use crate::{mask_url, pg_tls, retry};
 
 mod embedded {
     refinery::embed_migrations!("../sql");
@@ -21,10 +21,15 @@ mod embedded {
 /// Connect to the warehouse, over TLS as the URL's `sslmode` says; the error names the (masked)
 /// URL.
 pub async fn connect(pg: &Postgres) -> Result<Client> {
-    let parsed = pg_tls::parse(&pg.url, pg.ca_file.as_deref())?;
+    let parsed = pg_tls::parse(&pg.url)?;
     connect_config(&parsed.config, pg, parsed.verify).await
 }
 
+/// How long one attempt to connect may take when the URL does not say (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connect, retrying while the server is away (see [`retry`]); a wrong password or a certificate
+/// that does not verify fails at once.
 async fn connect_config(
     config: &tokio_postgres::Config,
     pg: &Postgres,
@@ -32,13 +37,26 @@ async fn connect_config(
 ) -> Result<Client> {
     let url = &pg.url;
     let tls = pg_tls::connector(verify, pg.ca_file.as_deref())?;
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .with_context(|| format!("PostgreSQL at {} is unreachable", mask_url(url)))?;
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (client, connection) = retry::run(retry::Service::Postgres, async || {
+        config.connect(tls.clone()).await.map_err(|e| {
+            // The server answered (a wrong password, no such database) or it did not.
+            let what = if e.as_db_error().is_some() {
+                "refused the connection"
+            } else {
+                "is unreachable"
+            };
+            anyhow::Error::new(e).context(format!("PostgreSQL at {} {what}", mask_url(url)))
+        })
+    })
+    .await?;
     tokio::spawn(async move {
+        // The statement that needed the connection reports it; this is for debugging.
         if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection closed: {e}");
+            tracing::debug!("PostgreSQL connection closed: {e}");
         }
     });
     Ok(client)
@@ -46,7 +64,7 @@ async fn connect_config(
 
 /// Create the database named in the URL if it does not exist yet (connecting to `postgres`).
 pub async fn ensure_database(pg: &Postgres) -> Result<()> {
-    let parsed = pg_tls::parse(&pg.url, pg.ca_file.as_deref())?;
+    let parsed = pg_tls::parse(&pg.url)?;
     let Some(name) = parsed.config.get_dbname().map(str::to_owned) else {
         return Ok(());
     };

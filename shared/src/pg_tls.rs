@@ -2,9 +2,11 @@
 //!
 //! tokio-postgres itself knows only `disable`, `prefer` and `require` and leaves verification to
 //! the connector. [`connector`] takes the mode out of the URL, hands tokio-postgres the part it
-//! understands and builds an OpenSSL connector that verifies what libpq would: `verify-full` the
-//! chain and the host name, `verify-ca` the chain, `require` the chain when a CA file is given
-//! (libpq does the same with its root certificate), `prefer` nothing.
+//! understands and builds an OpenSSL connector: `verify-full` checks the chain and the host name,
+//! `verify-ca` and `require` the chain — against the CA file, or the system's CAs without one.
+//! That makes `require` stricter than libpq's, which checks nothing without a root certificate:
+//! TLS that is asked for is verified by default. `prefer` (the default) and `allow` encrypt when
+//! the server offers it and check nothing; `disable` never encrypts.
 
 use std::path::Path;
 
@@ -34,7 +36,7 @@ pub struct Parsed {
 }
 
 /// Parse `url` (a `postgres://` URL or `key=value` string), taking `sslmode` out of it.
-pub fn parse(url: &str, ca_file: Option<&Path>) -> Result<Parsed> {
+pub fn parse(url: &str) -> Result<Parsed> {
     let (rest, mode) = split_sslmode(url);
     let mut config: tokio_postgres::Config = rest
         .parse()
@@ -42,9 +44,7 @@ pub fn parse(url: &str, ca_file: Option<&Path>) -> Result<Parsed> {
     let (ssl_mode, verify) = match mode.as_deref() {
         None | Some("prefer") | Some("allow") => (SslMode::Prefer, Verify::None),
         Some("disable") => (SslMode::Disable, Verify::None),
-        Some("require") if ca_file.is_some() => (SslMode::Require, Verify::Chain),
-        Some("require") => (SslMode::Require, Verify::None),
-        Some("verify-ca") => (SslMode::Require, Verify::Chain),
+        Some("require") | Some("verify-ca") => (SslMode::Require, Verify::Chain),
         Some("verify-full") => (SslMode::Require, Verify::Full),
         Some(other) => bail!(
             "bad PostgreSQL URL {}: sslmode={other} is not one of disable, allow, prefer, \
@@ -149,49 +149,43 @@ mod tests {
     }
 
     #[test]
-    fn modes_map_to_what_libpq_verifies() {
-        let ca = Some(Path::new("/ca.pem"));
+    fn modes_map_to_what_is_verified() {
         let cases = [
-            ("postgres://db/dwh", None, SslMode::Prefer, Verify::None),
+            ("postgres://db/dwh", SslMode::Prefer, Verify::None),
+            (
+                "postgres://db/dwh?sslmode=allow",
+                SslMode::Prefer,
+                Verify::None,
+            ),
             (
                 "postgres://db/dwh?sslmode=disable",
-                None,
                 SslMode::Disable,
                 Verify::None,
             ),
+            // Stricter than libpq: TLS that is asked for checks the chain.
             (
                 "postgres://db/dwh?sslmode=require",
-                None,
-                SslMode::Require,
-                Verify::None,
-            ),
-            (
-                "postgres://db/dwh?sslmode=require",
-                ca,
                 SslMode::Require,
                 Verify::Chain,
             ),
             (
                 "postgres://db/dwh?sslmode=verify-ca",
-                ca,
                 SslMode::Require,
                 Verify::Chain,
             ),
             (
                 "postgres://db/dwh?sslmode=verify-full",
-                None,
                 SslMode::Require,
                 Verify::Full,
             ),
             (
                 "host=db dbname=dwh sslmode=verify-full",
-                ca,
                 SslMode::Require,
                 Verify::Full,
             ),
         ];
-        for (url, ca, mode, verify) in cases {
-            let parsed = parse(url, ca).unwrap();
+        for (url, mode, verify) in cases {
+            let parsed = parse(url).unwrap();
             assert_eq!(parsed.config.get_ssl_mode(), mode, "{url}");
             assert_eq!(parsed.verify, verify, "{url}");
             assert_eq!(parsed.config.get_dbname(), Some("dwh"), "{url}");
@@ -200,7 +194,7 @@ mod tests {
 
     #[test]
     fn an_unknown_mode_is_one_plain_error_without_the_password() {
-        let error = parse("postgres://u:s3cret@db/dwh?sslmode=verify", None).unwrap_err();
+        let error = parse("postgres://u:s3cret@db/dwh?sslmode=verify").unwrap_err();
         let text = format!("{error:#}");
         assert!(text.contains("sslmode=verify is not one of"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");

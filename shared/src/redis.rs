@@ -1,23 +1,29 @@
 //! Dictionary snapshots from Redis: the users and restaurants a batch names, or every key.
 //!
 //! Keys are raw ids (no prefix) and values JSON documents. Reads are `MGET`s of a few thousand
-//! keys each, never one `GET` per order.
+//! keys each, never one `GET` per order. Connecting is retried while Redis is away; a [`Reader`]
+//! also reconnects when Redis drops the connection mid-run.
 
 use anyhow::{Context, Result};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
 use crate::config::Redis;
-use crate::mask_url;
 use crate::model::DictVersion;
+use crate::{mask_url, retry};
 
 const CHUNK: usize = 5_000;
 
-/// Connect to Redis; the error names the (masked) URL.
+/// Connect to Redis, retrying while it is away (see [`retry`]); the error names the (masked) URL.
 ///
 /// A `rediss://` URL is TLS, verified (chain and host name) against the CA file when one is
 /// given, else against the system's CAs.
 pub async fn connect(settings: &Redis) -> Result<MultiplexedConnection> {
+    retry::run(retry::Service::Redis, async || open(settings).await).await
+}
+
+/// One attempt to connect.
+async fn open(settings: &Redis) -> Result<MultiplexedConnection> {
     let url = settings.url.as_str();
     let client = match &settings.ca_file {
         None => redis::Client::open(url),
@@ -41,7 +47,64 @@ pub async fn connect(settings: &Redis) -> Result<MultiplexedConnection> {
     client
         .get_multiplexed_async_connection()
         .await
-        .with_context(|| format!("Redis at {} is unreachable", mask_url(url)))
+        .map_err(|e| {
+            let what = if e.kind() == redis::ErrorKind::AuthenticationFailed {
+                "refused the connection"
+            } else {
+                "is unreachable"
+            };
+            anyhow::Error::new(e).context(format!("Redis at {} {what}", mask_url(url)))
+        })
+}
+
+/// Reads the dictionaries a run needs over one connection, opening a new one when Redis dropped
+/// the last (a restart, a failover); the caller decides when to try again.
+pub struct Reader {
+    settings: Redis,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl Reader {
+    /// Connect (retrying while Redis is away).
+    pub async fn connect(settings: &Redis) -> Result<Reader> {
+        Ok(Reader {
+            settings: settings.clone(),
+            conn: Some(connect(settings).await?),
+        })
+    }
+
+    /// One attempt at reading `keys` (see [`read`]); after an outage the next call reconnects.
+    pub async fn try_read(&mut self, keys: &[String]) -> Result<Snapshot> {
+        let conn = self.connection().await?;
+        let result = read(conn, keys).await;
+        self.forget_if_lost(&result);
+        result
+    }
+
+    /// Whether the database holds no key at all (`DBSIZE`), one attempt.
+    pub async fn try_is_empty(&mut self) -> Result<bool> {
+        let conn = self.connection().await?;
+        let result = redis::cmd("DBSIZE")
+            .query_async::<u64>(conn)
+            .await
+            .map(|keys| keys == 0)
+            .context("counting the keys in Redis");
+        self.forget_if_lost(&result);
+        result
+    }
+
+    async fn connection(&mut self) -> Result<&mut MultiplexedConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(open(&self.settings).await?);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    fn forget_if_lost<T>(&mut self, result: &Result<T>) {
+        if result.as_ref().is_err_and(retry::is_transient) {
+            self.conn = None;
+        }
+    }
 }
 
 /// What a dictionary read found.

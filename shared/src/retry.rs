@@ -1,0 +1,409 @@
+//! Riding out a service that is briefly away, and naming the one that stays away.
+//!
+//! [`run`] repeats a step whose error is transient — the service refused or dropped the
+//! connection, timed out, or is starting up — with bounded exponential backoff (backon's
+//! `ExponentialBuilder`: 250 ms doubling up to 10 s, with jitter), for at most `--retry-max-secs`
+//! and `--retries` ([`crate::config::Retry`], set once per process by [`configure`]). Any other
+//! error — a wrong password, a certificate that does not verify, a missing topic — ends the step at
+//! once. Only steps that are safe to repeat go through it: connecting, reading Kafka and Redis,
+//! creating topics. A statement of the load transaction never does: a failed transaction ends the
+//! run, and the next run loads the same batch again (the batch protocol makes that idempotent).
+//!
+//! [`name_service`] puts the service and its masked address in front of an error that does not
+//! name it yet, so a run that ends on an outage says in one line what was away.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use tokio_postgres::error::SqlState;
+
+use crate::config::{Kafka, Postgres, Redis, Retry};
+use crate::{error_line, mask_url};
+
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+const LONGEST_DELAY: Duration = Duration::from_secs(10);
+/// Not worth another attempt when less than this is left of the bound.
+const MIN_LAST_DELAY: Duration = Duration::from_millis(50);
+
+static POLICY: OnceLock<Retry> = OnceLock::new();
+
+/// Set this process's retry bounds (the binary does, from its flags); the first call wins.
+pub fn configure(retry: &Retry) {
+    let _ = POLICY.set(retry.clone());
+}
+
+/// This process's retry bounds: what [`configure`] set, else the defaults.
+pub fn policy() -> Retry {
+    POLICY.get().cloned().unwrap_or_default()
+}
+
+/// The services a run depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Postgres,
+    Redis,
+    Kafka,
+}
+
+impl Service {
+    /// The name a user knows the service by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Postgres => "PostgreSQL",
+            Service::Redis => "Redis",
+            Service::Kafka => "Kafka",
+        }
+    }
+}
+
+/// A service that answers but cannot serve the run yet (Redis empty after a restart, Kafka not
+/// delivering what it reported): retried like an outage.
+#[derive(Debug)]
+pub struct NotReady {
+    pub service: Service,
+    pub reason: String,
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for NotReady {}
+
+/// The last error of a step that was retried until a bound, with how long it was tried.
+#[derive(Debug)]
+struct GaveUp {
+    attempts: usize,
+    seconds: f64,
+    last: anyhow::Error,
+}
+
+impl fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (gave up after {} attempts in {:.1} s)",
+            error_line(&self.last),
+            self.attempts,
+            self.seconds
+        )
+    }
+}
+
+impl std::error::Error for GaveUp {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.last.as_ref())
+    }
+}
+
+/// Run `step`, which talks to `service`, with this process's bounds (see [`Retry::run`]).
+pub async fn run<T>(
+    service: Service,
+    step: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    policy().run(service, step).await
+}
+
+impl Retry {
+    /// Run `step` until it succeeds, fails with an error that is not a passing outage of
+    /// `service` (another service's error ends it too), or a bound is reached; the error then
+    /// says how many attempts were made over how long.
+    pub async fn run<T>(
+        &self,
+        service: Service,
+        mut step: impl AsyncFnMut() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(self.max_secs);
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(FIRST_DELAY)
+            .with_max_delay(LONGEST_DELAY)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.retries)
+            .build();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match step().await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if diagnose(&error) != Some((service, true)) {
+                return Err(error);
+            }
+            // The last wait is cut short so the last attempt still starts within the bound.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(delay) = delays
+                .next()
+                .filter(|_| left >= MIN_LAST_DELAY)
+                .map(|delay| delay.min(left))
+            else {
+                if attempts == 1 {
+                    return Err(error);
+                }
+                let seconds = started.elapsed().as_secs_f64();
+                return Err(GaveUp {
+                    attempts,
+                    seconds,
+                    last: error,
+                }
+                .into());
+            };
+            tracing::info!(
+                attempt = attempts,
+                "{}; retrying in {:.1} s",
+                error_line(&error),
+                delay.as_secs_f64()
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Which service an error came from, and whether trying again may help.
+pub fn diagnose(error: &anyhow::Error) -> Option<(Service, bool)> {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<tokio_postgres::Error>() {
+            return Some((Service::Postgres, postgres_transient(e)));
+        }
+        if let Some(e) = cause.downcast_ref::<RedisError>() {
+            return Some((Service::Redis, redis_transient(e)));
+        }
+        if let Some(e) = cause.downcast_ref::<KafkaError>() {
+            return Some((Service::Kafka, kafka_transient(e)));
+        }
+        if let Some(e) = cause.downcast_ref::<NotReady>() {
+            return Some((e.service, true));
+        }
+    }
+    None
+}
+
+/// Whether trying again may help: the service was away, not wrong.
+pub fn is_transient(error: &anyhow::Error) -> bool {
+    diagnose(error).is_some_and(|(_, transient)| transient)
+}
+
+fn postgres_transient(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    if let Some(code) = error.code() {
+        return [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        ]
+        .contains(code);
+    }
+    io_transient(error)
+}
+
+fn redis_transient(error: &RedisError) -> bool {
+    error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+            )
+        )
+}
+
+fn kafka_transient(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            BrokerTransportFailure
+                | AllBrokersDown
+                | OperationTimedOut
+                | TimedOutQueue
+                | MessageTimedOut
+                | RequestTimedOut
+                | NetworkException
+                | LeaderNotAvailable
+                | NotLeaderForPartition
+                | BrokerNotAvailable
+                | CoordinatorLoadInProgress
+                | CoordinatorNotAvailable
+        )
+    )
+}
+
+/// An `io::Error` among the causes that a reconnect may cure.
+fn io_transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | BrokenPipe
+                    | TimedOut
+                    | UnexpectedEof
+                    | AddrNotAvailable
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | Interrupted
+            );
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The settings of the services one command talks to, to name them in its errors.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Endpoints<'a> {
+    pub postgres: Option<&'a Postgres>,
+    pub redis: Option<&'a Redis>,
+    pub kafka: Option<&'a Kafka>,
+}
+
+/// Put `<Service> at <masked address>: ` in front of an error from that service when its text
+/// does not name the service yet (a statement that failed because PostgreSQL restarted says only
+/// "connection closed").
+pub fn name_service(error: anyhow::Error, endpoints: &Endpoints) -> anyhow::Error {
+    let Some((service, _)) = diagnose(&error) else {
+        return error;
+    };
+    let address = match service {
+        Service::Postgres => endpoints.postgres.map(|p| mask_url(&p.url)),
+        Service::Redis => endpoints.redis.map(|r| mask_url(&r.url)),
+        Service::Kafka => endpoints.kafka.map(|k| k.brokers.clone()),
+    };
+    let line = error_line(&error);
+    let named = format!("{} at ", service.name());
+    if line.contains(&named) || address.as_ref().is_some_and(|a| line.contains(a.as_str())) {
+        return error;
+    }
+    match address {
+        Some(address) => error.context(format!("{named}{address}")),
+        None => error.context(service.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(retries: usize) -> Retry {
+        Retry {
+            max_secs: 5,
+            retries,
+        }
+    }
+
+    fn refused() -> anyhow::Error {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        anyhow::Error::new(RedisError::from(io)).context("Redis at redis://x is unreachable")
+    }
+
+    #[tokio::test]
+    async fn a_transient_error_is_retried_until_the_step_succeeds() {
+        let mut calls = 0;
+        let value = quick(5)
+            .run(Service::Redis, async || {
+                calls += 1;
+                if calls < 3 {
+                    Err(refused())
+                } else {
+                    Ok(calls)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 3);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_the_bound_and_say_so_once() {
+        let mut calls = 0;
+        let error = quick(2)
+            .run(Service::Redis, async || -> anyhow::Result<()> {
+                calls += 1;
+                Err(refused())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 3, "one attempt and two retries");
+        let line = error_line(&error);
+        assert!(
+            line.starts_with("Redis at redis://x is unreachable"),
+            "{line}"
+        );
+        assert!(line.contains("(gave up after 3 attempts in"), "{line}");
+        assert_eq!(line.matches("unreachable").count(), 1, "{line}");
+        assert!(is_transient(&error), "still the same outage underneath");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_is_not_retried() {
+        let mut calls = 0;
+        let error = quick(5)
+            .run(Service::Redis, async || -> anyhow::Result<()> {
+                calls += 1;
+                Err(anyhow::anyhow!("password authentication failed"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1);
+        assert_eq!(error.to_string(), "password authentication failed");
+        let no_time = Retry {
+            max_secs: 0,
+            retries: 5,
+        };
+        let mut calls = 0;
+        let _ = no_time
+            .run(Service::Redis, async || -> anyhow::Result<()> {
+                calls += 1;
+                Err(refused())
+            })
+            .await;
+        assert_eq!(calls, 1, "--retry-max-secs 0 retries nothing");
+    }
+
+    #[test]
+    fn errors_name_their_service_once() {
+        let pg = Postgres {
+            url: "postgres://dwh:s3cret@db/dwh".to_owned(),
+            ca_file: None,
+        };
+        let endpoints = Endpoints {
+            postgres: Some(&pg),
+            ..Endpoints::default()
+        };
+        let lost = anyhow::Error::new(NotReady {
+            service: Service::Postgres,
+            reason: "connection closed".to_owned(),
+        })
+        .context("committing the batch");
+        let line = error_line(&name_service(lost, &endpoints));
+        assert_eq!(
+            line,
+            "PostgreSQL at postgres://dwh:****@db/dwh: committing the batch: connection closed"
+        );
+        let plain = anyhow::anyhow!("no such flag");
+        assert_eq!(error_line(&name_service(plain, &endpoints)), "no such flag");
+    }
+}
