@@ -5,9 +5,16 @@
 //! run as the real `dwh` binary, exactly as a user or a CronJob runs them, so crashes are real
 //! process deaths (`DWH_FAULT`) and errors are checked as printed. The database is dropped when
 //! the test ends.
+//!
+//! Jobs run with least privilege, as in production: `dwh migrate` runs as the owner, and `stg`
+//! (also `snapshot`, `backfill`), `dds` and `cdm` each log in as a user that is a member of its
+//! job role (`dwh_stg`, `dwh_dds`, `dwh_cdm`, made by the migrations), so every test also proves
+//! that the roles grant enough. By default the services are the machine's (PostgreSQL 5432, Redis
+//! 6379, the broker 9092); an outage test points an [`Env`] at private [`instances`] instead.
 
 #![allow(dead_code)]
 
+pub mod instances;
 pub mod oracle;
 pub mod showcases;
 
@@ -22,6 +29,17 @@ use tokio_postgres::{Client, NoTls};
 
 pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const BROKERS: &str = "127.0.0.1:9092";
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// The jobs that run under a role of their own, and the login user of each in the tests.
+pub const JOBS: [&str; 3] = ["stg", "dds", "cdm"];
+/// The password of the tests' job users (a private cluster with password auth checks it).
+pub const ROLE_PASSWORD: &str = "dwh-test-role-pw";
+
+/// The login user a job runs as in the tests.
+pub fn job_user(job: &str) -> String {
+    format!("dwh_test_{job}")
+}
 
 /// The repository's root (where `testdata/` is).
 pub fn repo() -> PathBuf {
@@ -33,14 +51,60 @@ pub fn testdata() -> PathBuf {
     repo().join("testdata")
 }
 
+/// Where a test's services are.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// A superuser's URL of the `postgres` database.
+    pub pg_admin: String,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// A Redis URL without a database number; `None` for the machine's Redis, whose databases
+    /// are handed out in turn.
+    pub redis: Option<String>,
+}
+
+impl Default for Services {
+    /// The machine's services.
+    fn default() -> Services {
+        Services {
+            pg_admin: PG_ADMIN.to_owned(),
+            brokers: BROKERS.to_owned(),
+            redis: None,
+        }
+    }
+}
+
+impl Services {
+    /// These services with a private PostgreSQL cluster.
+    pub fn with_pg(mut self, cluster: &instances::PgCluster) -> Services {
+        self.pg_admin = cluster.url("postgres");
+        self
+    }
+
+    /// These services with a private Redis.
+    pub fn with_redis(mut self, server: &instances::RedisServer) -> Services {
+        self.redis = Some(format!("redis://127.0.0.1:{}", server.port));
+        self
+    }
+
+    /// These services with a private broker.
+    pub fn with_broker(mut self, broker: &instances::Broker) -> Services {
+        self.brokers = broker.address();
+        self
+    }
+}
+
 /// One test's private warehouse and topics.
 pub struct Env {
     pub name: String,
+    /// The owner's URL of this test's database (migrations, checks).
     pub pg_url: String,
     pub redis_url: String,
+    pub brokers: String,
     pub orders_topic: String,
     pub stg_topic: String,
     pub dds_topic: String,
+    pg_admin: String,
 }
 
 impl Env {
@@ -51,19 +115,47 @@ impl Env {
 
     /// Like [`Env::new`], with `partitions` partitions per topic.
     pub async fn with_partitions(partitions: u32) -> Env {
+        Env::on(Services::default(), partitions).await
+    }
+
+    /// Like [`Env::new`], on `services`.
+    pub async fn on(services: Services, partitions: u32) -> Env {
         let id: u64 = rand::rng().random();
         let name = format!("dwh_test_{id:016x}");
-        let redis_db = redis_db().await;
+        let redis_url = match &services.redis {
+            Some(base) => format!("{base}/0"),
+            None => format!("{REDIS}/{}", redis_db().await),
+        };
         let env = Env {
-            pg_url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            redis_url: format!("redis://127.0.0.1:6379/{redis_db}"),
+            pg_url: with_database(&services.pg_admin, &name),
+            redis_url,
+            brokers: services.brokers.clone(),
             orders_topic: format!("{name}-orders"),
             stg_topic: format!("{name}-stg"),
             dds_topic: format!("{name}-dds"),
             name,
+            pg_admin: services.pg_admin,
         };
         env.dwh_ok(&["migrate", "--partitions", &partitions.to_string()]);
+        ensure_job_users(&env.pg_admin).await;
         env
+    }
+
+    /// The URL job `job` logs in with: its user, a member of `dwh_<job>`.
+    pub fn job_url(&self, job: &str) -> String {
+        let mut url = url::Url::parse(&self.pg_url).expect("a PostgreSQL URL");
+        url.set_username(&job_user(job)).unwrap();
+        url.set_password(Some(ROLE_PASSWORD)).unwrap();
+        url.to_string()
+    }
+
+    /// The URL a `dwh <args>` runs with: the job's own for a job, the owner's for the rest.
+    fn url_for(&self, args: &[&str]) -> String {
+        match args.first().copied() {
+            Some("stg" | "snapshot" | "backfill") => self.job_url("stg"),
+            Some(job @ ("dds" | "cdm")) => self.job_url(job),
+            _ => self.pg_url.clone(),
+        }
     }
 
     /// `dwh <args>` with this environment, waited for.
@@ -89,13 +181,14 @@ impl Env {
     pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dwh"));
         cmd.args(args)
-            .env("DWH_PG_URL", &self.pg_url)
+            .env("DWH_PG_URL", self.url_for(args))
             .env("DWH_REDIS_URL", &self.redis_url)
-            .env("DWH_KAFKA_BROKERS", BROKERS)
+            .env("DWH_KAFKA_BROKERS", &self.brokers)
             .env("DWH_ORDERS_TOPIC", &self.orders_topic)
             .env("DWH_STG_TOPIC", &self.stg_topic)
             .env("DWH_DDS_TOPIC", &self.dds_topic)
             .env_remove("DWH_FAULT")
+            .env_remove("DWH_PAUSE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -118,15 +211,20 @@ impl Env {
         }
     }
 
-    /// A client of this test's database.
+    /// A client of this test's database, as its owner.
     pub async fn pg(&self) -> Client {
         connect(&self.pg_url).await
+    }
+
+    /// A client of this test's database, as job `job`'s user.
+    pub async fn pg_as(&self, job: &str) -> Client {
+        connect(&self.job_url(job)).await
     }
 
     /// Messages currently in `topic` (sum over partitions of high − low watermark).
     pub fn topic_len(&self, topic: &str) -> i64 {
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", BROKERS)
+            .set("bootstrap.servers", &self.brokers)
             .create()
             .expect("a consumer");
         let metadata = consumer
@@ -147,15 +245,17 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin) = (self.name.clone(), self.pg_admin.clone());
         // Drop runs inside the test's runtime: clean up on a thread with a runtime of its own.
+        // A private cluster may be gone already; then there is nothing to clean.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let client = connect(PG_ADMIN).await;
+                let (client, connection) = tokio_postgres::connect(&admin, NoTls).await.ok()?;
+                tokio::spawn(connection);
                 client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await
@@ -163,6 +263,34 @@ impl Drop for Env {
             })
         })
         .join();
+    }
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let mut url = url::Url::parse(url).expect("a PostgreSQL URL");
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+/// The tests' login users of the job roles, made once per cluster (roles belong to the cluster;
+/// parallel tests may race to make them, and the loser's attempt is ignored).
+async fn ensure_job_users(admin: &str) {
+    let client = connect(admin).await;
+    for job in JOBS {
+        let user = job_user(job);
+        let sql = format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN
+                     CREATE ROLE {user} LOGIN PASSWORD '{ROLE_PASSWORD}' IN ROLE dwh_{job};
+                 END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("making {user}: {e}"));
     }
 }
 
