@@ -1,7 +1,8 @@
 //! The test harness: a private warehouse per test, on the real services.
 //!
 //! Every test gets its own PostgreSQL database (`dwh_test_<random>`), its own three topic names and
-//! its own Redis database number, so tests run in parallel and never see each other's data. Jobs
+//! its own redis-server (a private one on a spare port: Redis has no room per test that another
+//! test could not flush), so tests run in parallel and never see each other's data. Jobs
 //! run as the real `dwh` binary, exactly as a user or a CronJob runs them, so crashes are real
 //! process deaths (`DWH_FAULT`) and errors are checked as printed. The database is dropped when
 //! the test ends.
@@ -9,8 +10,8 @@
 //! Jobs run with least privilege, as in production: `dwh migrate` runs as the owner, and `stg`
 //! (also `snapshot`, `backfill`), `dds` and `cdm` each log in as a user that is a member of its
 //! job role (`dwh_stg`, `dwh_dds`, `dwh_cdm`, made by the migrations), so every test also proves
-//! that the roles grant enough. By default the services are the machine's (PostgreSQL 5432, Redis
-//! 6379, the broker 9092); an outage test points an [`Env`] at private [`instances`] instead.
+//! that the roles grant enough. By default PostgreSQL and the broker are the machine's (5432,
+//! 9092); an outage test points an [`Env`] at private [`instances`] of them instead.
 
 #![allow(dead_code)]
 
@@ -29,7 +30,6 @@ use tokio_postgres::{Client, NoTls};
 
 pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const BROKERS: &str = "127.0.0.1:9092";
-pub const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// The jobs that run under a role of their own, and the login user of each in the tests.
 pub const JOBS: [&str; 3] = ["stg", "dds", "cdm"];
@@ -58,8 +58,7 @@ pub struct Services {
     pub pg_admin: String,
     /// Bootstrap servers.
     pub brokers: String,
-    /// A Redis URL without a database number; `None` for the machine's Redis, whose databases
-    /// are handed out in turn.
+    /// A Redis URL without a database number; `None` for a redis-server of the test's own.
     pub redis: Option<String>,
 }
 
@@ -105,6 +104,8 @@ pub struct Env {
     pub stg_topic: String,
     pub dds_topic: String,
     pg_admin: String,
+    /// The test's own redis-server, unless the services named one.
+    _redis: Option<instances::RedisServer>,
 }
 
 impl Env {
@@ -122,9 +123,11 @@ impl Env {
     pub async fn on(services: Services, partitions: u32) -> Env {
         let id: u64 = rand::rng().random();
         let name = format!("dwh_test_{id:016x}");
-        let redis_url = match &services.redis {
-            Some(base) => format!("{base}/0"),
-            None => format!("{REDIS}/{}", redis_db().await),
+        let own_redis = services.redis.is_none().then(instances::RedisServer::start);
+        let redis_url = match (&services.redis, &own_redis) {
+            (Some(base), _) => format!("{base}/0"),
+            (None, Some(own)) => own.url(0),
+            (None, None) => unreachable!("started above"),
         };
         let env = Env {
             pg_url: with_database(&services.pg_admin, &name),
@@ -135,6 +138,7 @@ impl Env {
             dds_topic: format!("{name}-dds"),
             name,
             pg_admin: services.pg_admin,
+            _redis: own_redis,
         };
         env.dwh_ok(&["migrate", "--partitions", &partitions.to_string()]);
         ensure_job_users(&env.pg_admin).await;
@@ -301,32 +305,6 @@ pub async fn connect(url: &str) -> Client {
         .unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}"));
     tokio::spawn(connection);
     client
-}
-
-/// A Redis database number for this test (1..=14, rotating; 0 is left to the demo, 15 holds the
-/// rotation counter).
-async fn redis_db() -> u32 {
-    let client = redis::Client::open("redis://127.0.0.1:6379/15").expect("a Redis URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis at 127.0.0.1:6379");
-    let n: u64 = redis::cmd("INCR")
-        .arg("dwh:tests:next-db")
-        .query_async(&mut conn)
-        .await
-        .expect("INCR");
-    let db = 1 + (n % 14) as u32;
-    let client = redis::Client::open(format!("redis://127.0.0.1:6379/{db}")).expect("a Redis URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
-    redis::cmd("FLUSHDB")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("FLUSHDB");
-    db
 }
 
 /// Poll `check` until it returns `Some`, or fail after `deadline`.
