@@ -159,9 +159,9 @@ pub struct DrainPlan {
 
 /// Drain `plan.partitions` of `topic` from their stored offsets, at most `plan.max` messages.
 ///
-/// Runs on a blocking thread: librdkafka's consumer is a blocking API.
-/// A broker that goes away mid-drain is retried from the start with a new consumer (nothing was
-/// written yet: the load comes after).
+/// Runs on a blocking thread: librdkafka's consumer is a blocking API. A broker that goes away
+/// mid-drain is retried from the start with a new consumer (nothing was written yet: the load
+/// comes after).
 pub async fn drain(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
     retry::run(Service::Kafka, async || {
         let (kafka, group, topic, plan) = (
