@@ -259,6 +259,37 @@ fn secrets_come_only_from_the_secret_and_settings_from_the_config_map() {
 }
 
 #[test]
+fn each_job_logs_in_to_postgresql_as_its_own_role() {
+    // The role a subcommand's PostgreSQL user must be a member of (sql/V0008__job_roles.sql);
+    // migrate runs as the owner of the schema.
+    let key_of = |command: &str| match command {
+        "stg" | "snapshot" | "backfill" => "pg-url-stg",
+        "dds" => "pg-url-dds",
+        "cdm" => "pg-url-cdm",
+        "migrate" => "pg-url",
+        other => panic!("which PostgreSQL user runs {other}?"),
+    };
+    for (key, object) in objects() {
+        if !["CronJob", "Job"].contains(&s(&object["kind"])) {
+            continue;
+        }
+        let c = container(&object);
+        let url = c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| s(&v["name"]) == "DWH_PG_URL")
+            .unwrap_or_else(|| panic!("{key}: no DWH_PG_URL"));
+        let command = s(&c["args"][0]);
+        assert_eq!(
+            s(&url["valueFrom"]["secretKeyRef"]["key"]),
+            key_of(command),
+            "{key} runs {command}"
+        );
+    }
+}
+
+#[test]
 fn every_command_flag_and_env_var_the_manifests_use_is_in_dwh_help() {
     let objects = objects();
     let top = dwh_help(&[]);
