@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use harness::instances::{Broker, PgCluster, RedisServer};
+use harness::instances::{Broker, PgCluster, RedisServer, Scratch};
 use harness::oracle::Oracle;
 use harness::showcases::assert_matches;
 use harness::{count, Env, Services};
@@ -167,13 +167,12 @@ impl Finished {
     }
 }
 
-/// The bundled order lines in `parts` files of about equal size, written next to the test.
-fn split_orders(env: &Env, parts: usize) -> Vec<PathBuf> {
+/// The bundled order lines in `parts` files of about equal size, written into `dir`.
+fn split_orders(dir: &Scratch, parts: usize) -> Vec<PathBuf> {
     let text = std::fs::read_to_string(harness::testdata().join("orders.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let size = lines.len().div_ceil(parts);
-    let dir = std::env::temp_dir().join(&env.name);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = &dir.0;
     lines
         .chunks(size)
         .enumerate()
@@ -333,7 +332,8 @@ async fn redis_restarted_comes_back_empty_until_the_dictionaries_are_reloaded() 
     let mut redis = RedisServer::start();
     let env = Env::on(Services::default().with_redis(&redis), 1).await;
     let oracle = Oracle::testdata();
-    let parts = split_orders(&env, 3);
+    let scratch = Scratch::new("outage-orders");
+    let parts = split_orders(&scratch, 3);
     replay(&env, &dictionaries());
     replay(&env, &parts[..1]);
     env.dwh_ok(&["stg"]);
