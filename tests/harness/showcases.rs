@@ -23,6 +23,22 @@ pub async fn showcase(env: &Env, table: &str, id: &str, name: &str) -> Counters 
         .collect()
 }
 
+/// `cdm.user_product_counters` as (user, product) → (name, orders).
+pub async fn products(env: &Env) -> Counters {
+    showcase(env, "user_product_counters", "product_id", "product_name").await
+}
+
+/// `cdm.user_category_counters` as (user, category) → (name, orders).
+pub async fn categories(env: &Env) -> Counters {
+    showcase(
+        env,
+        "user_category_counters",
+        "category_id",
+        "category_name",
+    )
+    .await
+}
+
 pub async fn tagged(env: &Env, tag: &str) -> BTreeSet<Uuid> {
     env.pg()
         .await
@@ -36,7 +52,7 @@ pub async fn tagged(env: &Env, tag: &str) -> BTreeSet<Uuid> {
 
 /// Both showcases and the tags equal the oracle's, and the reconciliation check finds nothing.
 pub async fn assert_matches(env: &Env, oracle: &Oracle, when: &str) {
-    let products = showcase(env, "user_product_counters", "product_id", "product_name").await;
+    let products = products(env).await;
     assert_eq!(
         products.len(),
         oracle.product_counters().len(),
@@ -47,13 +63,7 @@ pub async fn assert_matches(env: &Env, oracle: &Oracle, when: &str) {
         oracle.product_counters(),
         "{when}: user_product_counters"
     );
-    let categories = showcase(
-        env,
-        "user_category_counters",
-        "category_id",
-        "category_name",
-    )
-    .await;
+    let categories = categories(env).await;
     assert_eq!(
         categories,
         oracle.category_counters(),
@@ -167,15 +177,9 @@ pub async fn audit(env: &Env, oracle: &Oracle) -> Audit {
         .keys()
         .filter(|id| !oracle.orders.contains_key(id))
         .count() as u64;
-    let products = showcase(env, "user_product_counters", "product_id", "product_name").await;
+    let products = products(env).await;
     audit.counters(&oracle.product_counters(), &products);
-    let categories = showcase(
-        env,
-        "user_category_counters",
-        "category_id",
-        "category_name",
-    )
-    .await;
+    let categories = categories(env).await;
     audit.counters(&oracle.category_counters(), &categories);
     audit
 }
