@@ -3,14 +3,15 @@
 //! The `dwh` binary (in `jobs/`) is thin over this crate. Each module owns one concern: where the
 //! settings come from ([`config`]), talking to Kafka ([`kafka`]), Redis ([`redis`]) and
 //! PostgreSQL ([`pg`]), the batch protocol that makes every run idempotent ([`batch`]), the source
-//! messages ([`model`]), the Data Vault description ([`vault`]) and the bridge from Arrow to
-//! Polars ([`frames`]); the Parquet archive of every batch ([`archive`]); riding out a service that
-//! is briefly away ([`retry`]).
+//! messages ([`model`]) and what PostgreSQL refuses in them ([`jsonb`]), the Data Vault
+//! description ([`vault`]) and the bridge from Arrow to Polars ([`frames`]); the Parquet archive
+//! of every batch ([`archive`]); riding out a service that is briefly away ([`retry`]).
 
 pub mod archive;
 pub mod batch;
 pub mod config;
 pub mod frames;
+pub mod jsonb;
 pub mod kafka;
 pub mod metrics;
 pub mod model;

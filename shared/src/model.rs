@@ -1,19 +1,102 @@
 //! The source messages as typed structs, and the checks that decide what is junk.
 //!
 //! Parsing never panics and never guesses: a message either becomes a typed value or a reason
-//! string that goes to the dead-letter table with the raw bytes.
+//! string that goes to the dead-letter table with the raw bytes. Everything accepted here can be
+//! stored: valid UTF-8, no JSON PostgreSQL refuses ([`crate::jsonb`]), ids short enough for the
+//! unique indexes of the hubs, timestamps `timestamp` holds, sizes within the bounds below.
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::jsonb;
 
 /// The timestamp format of every source: naive `YYYY-MM-DD HH:MM:SS`, UTC.
 pub const TS_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-/// Parse a source timestamp.
+/// The largest order message accepted, in bytes (Kafka's default message limit is about this).
+pub const MAX_ORDER_BYTES: usize = 1 << 20;
+
+/// The largest dictionary document accepted, in bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+/// The longest id (and category name) accepted, in bytes. They are business keys behind unique
+/// btree indexes, whose entries cannot exceed about 2,700 bytes; real ids have 24.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// The most lines one order may have (real orders have 1–5).
+pub const MAX_ORDER_ITEMS: usize = 1_000;
+
+/// Parse a source timestamp: exactly `YYYY-MM-DD HH:MM:SS`, so the year has four digits and
+/// PostgreSQL's `timestamp` holds every value that passes.
 pub fn parse_ts(raw: &str) -> Result<NaiveDateTime, String> {
+    let shaped = raw.len() == 19
+        && raw.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        });
+    if !shaped {
+        return Err(format!(
+            "timestamp {} is not YYYY-MM-DD HH:MM:SS",
+            shown(raw)
+        ));
+    }
     NaiveDateTime::parse_from_str(raw, TS_FORMAT)
-        .map_err(|e| format!("timestamp {raw:?} is not YYYY-MM-DD HH:MM:SS: {e}"))
+        .map_err(|e| format!("timestamp {} is not a date and time: {e}", shown(raw)))
+}
+
+/// `text` quoted for a reason, cut after 40 characters (a hostile value may be megabytes).
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// An id that must be present (unless `may_be_empty`) and short enough to be a key.
+fn check_key(field: &str, id: &str, may_be_empty: bool) -> Result<(), String> {
+    if id.is_empty() && !may_be_empty {
+        return Err(format!("an empty {field}"));
+    }
+    if id.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "a {field} of {} bytes, over the {MAX_KEY_BYTES}-byte bound for keys",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of a message as text: within `max` bytes and valid UTF-8.
+fn bounded_text(bytes: &[u8], max: usize) -> Result<&str, String> {
+    if bytes.len() > max {
+        return Err(format!("{} bytes, over the {max}-byte bound", bytes.len()));
+    }
+    std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+/// `T` read only from a JSON object. serde's derive also takes an array of the field values
+/// (`["626a…"]` for `{"id": "626a…"}`), in which PostgreSQL's `->` would find no field.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+            .map(Object)
+    }
 }
 
 fn ts<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
@@ -55,16 +138,53 @@ struct Envelope<'a> {
 
 #[derive(Deserialize)]
 struct Payload {
-    restaurant: Ref,
-    user: Ref,
+    restaurant: Object<Ref>,
+    user: Object<Ref>,
+    // Checked here, kept in the payload: DDS reads it as the order's date.
+    #[allow(dead_code)]
     #[serde(deserialize_with = "ts")]
     date: NaiveDateTime,
     #[serde(deserialize_with = "ts")]
     update_ts: NaiveDateTime,
     final_status: String,
-    order_items: Vec<OrderItem>,
+    order_items: Vec<Object<OrderItem>>,
     cost: i64,
     payment: i64,
+}
+
+impl Payload {
+    /// What the types cannot say: ids present and short enough to be keys, a bounded number of
+    /// lines, amounts that are amounts. `Err` completes "order N has …".
+    fn check(&self) -> Result<(), String> {
+        check_key("user.id", &self.user.0.id, false)?;
+        check_key("restaurant.id", &self.restaurant.0.id, false)?;
+        if self.final_status.is_empty() {
+            return Err("an empty final_status".into());
+        }
+        if self.cost < 0 || self.payment < 0 {
+            return Err(format!(
+                "a negative amount (cost {}, payment {})",
+                self.cost, self.payment
+            ));
+        }
+        if self.order_items.len() > MAX_ORDER_ITEMS {
+            return Err(format!(
+                "{} order_items, over the bound of {MAX_ORDER_ITEMS}",
+                self.order_items.len()
+            ));
+        }
+        for (n, Object(item)) in self.order_items.iter().enumerate() {
+            // The real menu has an item with an empty id; orders may name it.
+            check_key(&format!("order_items[{n}].id"), &item.id, true)?;
+            if item.quantity < 1 {
+                return Err(format!("order_items[{n}] with quantity {}", item.quantity));
+            }
+            if item.price < 0 {
+                return Err(format!("order_items[{n}] with price {}", item.price));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A valid message of the orders topic: what STG stores, with the payload kept as received.
@@ -86,41 +206,30 @@ impl OrderMessage {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err("empty message".into());
         }
-        let envelope: Envelope =
-            serde_json::from_slice(bytes).map_err(|e| format!("not an order message: {e}"))?;
+        let text = bounded_text(bytes, MAX_ORDER_BYTES).map_err(|e| format!("message of {e}"))?;
+        let Object(envelope): Object<Envelope> =
+            serde_json::from_str(text).map_err(|e| format!("not an order message: {e}"))?;
+        let id = envelope.object_id;
+        jsonb::check(text).map_err(|e| format!("order {id} {e}"))?;
         if envelope.object_type != "order" {
             return Err(format!(
-                "object_type {:?} is not \"order\"",
-                envelope.object_type
+                "object_type {} is not \"order\"",
+                shown(&envelope.object_type)
             ));
         }
-        let payload: Payload = serde_json::from_str(envelope.payload.get())
-            .map_err(|e| format!("order {} has a bad payload: {e}", envelope.object_id))?;
-        let missing = if payload.user.id.is_empty() {
-            Some("user.id")
-        } else if payload.restaurant.id.is_empty() {
-            Some("restaurant.id")
-        } else if payload.final_status.is_empty() {
-            Some("final_status")
-        } else {
-            None
-        };
-        if let Some(field) = missing {
-            return Err(format!("order {} has an empty {field}", envelope.object_id));
+        if id < 1 {
+            return Err(format!("object_id {id} is not a positive order id"));
         }
-        let _ = (
-            payload.date,
-            payload.order_items.len(),
-            payload.cost,
-            payload.payment,
-        );
+        let Object(payload): Object<Payload> = serde_json::from_str(envelope.payload.get())
+            .map_err(|e| format!("order {id} has a bad payload: {e}"))?;
+        payload.check().map_err(|e| format!("order {id} has {e}"))?;
         Ok(OrderMessage {
-            object_id: envelope.object_id,
+            object_id: id,
             object_type: envelope.object_type,
             sent_dttm: envelope.sent_dttm,
             update_ts: payload.update_ts,
-            user_id: payload.user.id,
-            restaurant_id: payload.restaurant.id,
+            user_id: payload.user.0.id,
+            restaurant_id: payload.restaurant.0.id,
             payload: envelope.payload.get().to_string(),
         })
     }
@@ -149,8 +258,33 @@ struct DictDoc {
     id: String,
     #[serde(default, deserialize_with = "opt_ts")]
     update_ts_utc: Option<NaiveDateTime>,
-    menu: Option<serde_json::Value>,
-    login: Option<serde_json::Value>,
+    // Names are read as text downstream (`->>`): a number or an object would become its JSON.
+    #[allow(dead_code)]
+    name: Option<String>,
+    menu: Option<Value>,
+    login: Option<String>,
+}
+
+/// A restaurant's menu: an array of objects whose `_id` and `category` (the dish and category
+/// keys of DDS) are strings short enough to be keys, or absent.
+fn check_menu(menu: &Value) -> Result<(), String> {
+    let Some(items) = menu.as_array() else {
+        return Err("menu is not an array".into());
+    };
+    for (n, item) in items.iter().enumerate() {
+        let Some(item) = item.as_object() else {
+            return Err(format!("menu[{n}] is not an object"));
+        };
+        for field in ["_id", "category"] {
+            match item.get(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(key)) => check_key(&format!("menu[{n}].{field}"), key, true)
+                    .map_err(|e| format!("has {e}"))?,
+                Some(_) => return Err(format!("menu[{n}].{field} is not a string")),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One version of a dictionary document from Redis.
@@ -168,26 +302,34 @@ pub struct DictVersion {
 impl DictVersion {
     /// Parse a Redis value; the kind is told by its shape (`menu` → restaurant, `login` → user).
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, String> {
-        let doc: DictDoc =
-            serde_json::from_slice(bytes).map_err(|e| format!("redis key {key}: {e}"))?;
+        let fail = |reason: String| format!("redis key {}: {reason}", shown(key));
+        let text = bounded_text(bytes, MAX_DOCUMENT_BYTES)
+            .map_err(|e| fail(format!("document of {e}")))?;
+        // serde_json's Value keeps keys sorted (a duplicate key keeps its last value, as in
+        // jsonb): its text is a canonical form of the content, so an escaped and a raw UTF-8
+        // copy of one document are one version.
+        let canonical: Value = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        if !canonical.is_object() {
+            return Err(fail("not a JSON object".into()));
+        }
+        let doc = DictDoc::deserialize(&canonical).map_err(|e| fail(e.to_string()))?;
+        jsonb::check(text).map_err(|e| fail(format!("the document {e}")))?;
+        check_key("_id", &doc.id, false).map_err(|e| fail(format!("has {e}")))?;
         let kind = match (&doc.menu, &doc.login) {
-            (Some(_), _) => DictKind::Restaurant,
-            (None, Some(_)) => DictKind::User,
-            (None, None) => {
-                return Err(format!("redis key {key}: neither a user nor a restaurant"))
+            (Some(menu), _) => {
+                check_menu(menu).map_err(fail)?;
+                DictKind::Restaurant
             }
+            (None, Some(_)) => DictKind::User,
+            (None, None) => return Err(fail("neither a user nor a restaurant".into())),
         };
-        // serde_json's Value keeps keys sorted: its text is a canonical form of the content,
-        // so an escaped and a raw UTF-8 copy of one document are one version.
-        let canonical: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("redis key {key}: {e}"))?;
         let version = crate::vault::hub_key(&canonical.to_string());
         Ok(DictVersion {
             kind,
             id: doc.id,
             update_ts: doc.update_ts_utc,
             version,
-            doc: String::from_utf8_lossy(bytes).into_owned(),
+            doc: text.to_owned(),
         })
     }
 }
@@ -242,56 +384,4 @@ pub struct AffectedUser {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ORDER: &str = r#"{"object_id": 5601234, "object_type": "order", "sent_dttm": "2023-10-02 09:15:41",
- "payload": {"restaurant": {"id": "ebfa4c9b8dadfc1da37ab58d"}, "date": "2023-09-25 13:42:07",
-   "user": {"id": "626a81ce9a8cd1920641e272"},
-   "order_items": [{"id": "2df24d1c887b0d10f48bd0b5", "name": "\u0421\u0430\u043b\u0430\u0442", "price": 200, "quantity": 2}],
-   "bonus_payment": 0, "cost": 400, "payment": 400, "bonus_grant": 0,
-   "statuses": [{"status": "CLOSED", "dttm": "2023-09-25 13:42:07"}],
-   "final_status": "CLOSED", "update_ts": "2023-09-25 13:42:07"}}"#;
-
-    #[test]
-    fn a_valid_order_keeps_its_payload_as_received() {
-        let order = OrderMessage::parse(ORDER.as_bytes()).unwrap();
-        assert_eq!(order.object_id, 5601234);
-        assert_eq!(order.user_id, "626a81ce9a8cd1920641e272");
-        assert!(order.payload.contains(r"\u0421"));
-    }
-
-    #[test]
-    fn junk_has_a_reason() {
-        for (junk, reason) in [
-            ("", "empty message"),
-            ("{\"object_id\": 1", "not an order message"),
-            ("{\"object_id\": \"x\"}", "not an order message"),
-            ("null", "not an order message"),
-        ] {
-            let err = OrderMessage::parse(junk.as_bytes()).unwrap_err();
-            assert!(err.starts_with(reason), "{junk}: {err}");
-        }
-        let payment = ORDER.replace("\"order\"", "\"payment\"");
-        assert!(OrderMessage::parse(payment.as_bytes())
-            .unwrap_err()
-            .contains("is not \"order\""));
-        let bad_ts = ORDER.replace(
-            "\"update_ts\": \"2023-09-25 13:42:07\"",
-            "\"update_ts\": \"soon\"",
-        );
-        assert!(OrderMessage::parse(bad_ts.as_bytes())
-            .unwrap_err()
-            .contains("bad payload"));
-    }
-
-    #[test]
-    fn escaped_and_raw_dictionary_documents_are_one_version() {
-        let raw = r#"{"_id": "u1", "name": "Вера", "login": "vera", "update_ts_utc": "2023-08-11 16:45:00"}"#;
-        let escaped = r#"{"_id": "u1", "name": "\u0412\u0435\u0440\u0430", "login": "vera", "update_ts_utc": "2023-08-11 16:45:00"}"#;
-        let a = DictVersion::parse("u1", raw.as_bytes()).unwrap();
-        let b = DictVersion::parse("u1", escaped.as_bytes()).unwrap();
-        assert_eq!(a.kind, DictKind::User);
-        assert_eq!(a.version, b.version);
-    }
-}
+mod tests;
