@@ -215,11 +215,28 @@ pub fn parse_all<T>(
                 partition: message.partition,
                 offset: message.offset,
                 raw: message.payload.clone(),
-                reason,
+                reason: storable_reason(reason),
             }),
         }
     }
     (good, dead)
+}
+
+/// Longest reason kept with a dead letter, in characters.
+const MAX_REASON_CHARS: usize = 1_000;
+
+/// A reason `dwh.dead_letters.reason` can hold, whatever the parser quoted from the message: no
+/// NUL (text cannot store it, and one would fail the whole batch), at most [`MAX_REASON_CHARS`].
+fn storable_reason(reason: String) -> String {
+    let reason = if reason.is_empty() {
+        "unusable message".to_owned()
+    } else {
+        reason.replace('\0', "\\0")
+    };
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &reason[..cut]),
+        None => reason,
+    }
 }
 
 /// One run of a consuming job, holding its lock for as long as it lives.
@@ -487,4 +504,18 @@ pub async fn dead_letter(
     .await
     .context("writing dead letters")?;
     Ok(letters.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::storable_reason;
+
+    #[test]
+    fn a_reason_is_text_postgresql_stores() {
+        assert_eq!(storable_reason("a\0b".into()), r"a\0b");
+        assert_eq!(storable_reason(String::new()), "unusable message");
+        let long = storable_reason("й".repeat(5_000));
+        assert_eq!(long.chars().count(), 1_001);
+        assert!(long.ends_with('…'));
+    }
 }
