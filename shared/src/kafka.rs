@@ -23,6 +23,14 @@ use crate::retry::{self, NotReady, Service};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest message a job publishes, in bytes. An enriched STG order carries its payload (up
+/// to `model::MAX_ORDER_BYTES`), a category per line and the user's and restaurant's names (each
+/// document up to `model::MAX_DOCUMENT_BYTES`): about 3.3 MiB at worst, past librdkafka's default
+/// of 1,000,000 bytes. A message the producer refused would never be published, and every later
+/// run would try the same outbox again. Topics must take it too: [`create_topics`] sets Kafka's
+/// `max.message.bytes` (the broker's default is 1 MiB); tansu serves at most 5 MiB per fetch.
+pub const MAX_PUBLISHED_BYTES: usize = 5 << 20;
+
 /// One consumed message with its position.
 #[derive(Debug, Clone)]
 pub struct Polled {
@@ -313,10 +321,18 @@ fn poll_until(
     let done = |next: &BTreeMap<i32, i64>| targets.iter().all(|(p, (_, end))| next[p] >= *end);
     while !done(&next) && bytes < max_bytes {
         if last_progress.elapsed() > timeout {
+            let stalled: Vec<String> = targets
+                .iter()
+                .filter(|(p, (_, end))| next[p] < *end)
+                .map(|(p, (_, end))| format!("partition {p} at offset {} of {end}", next[p]))
+                .collect();
             return Err(NotReady {
                 service: Service::Kafka,
                 reason: format!(
-                    "Kafka did not deliver {topic} up to the offsets it reported within {timeout:?}"
+                    "Kafka did not deliver {topic} up to the offsets it reported within \
+                     {timeout:?} ({}); a record larger than the broker serves in one fetch \
+                     stops a partition there (tansu serves at most 5 MiB)",
+                    stalled.join(", ")
                 ),
             }
             .into());
@@ -359,6 +375,7 @@ pub fn producer(kafka: &Kafka) -> Result<FutureProducer> {
         .set("queue.buffering.max.kbytes", "1048576")
         // How long a message may wait for a broker that is away: the retry bound, at least 10 s.
         .set("message.timeout.ms", message_timeout_ms().to_string())
+        .set("message.max.bytes", MAX_PUBLISHED_BYTES.to_string())
         .create()
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
 }
@@ -400,7 +417,8 @@ pub fn flush(producer: &FutureProducer) -> Result<()> {
         .context("flushing the Kafka producer")
 }
 
-/// Create `topics` with `partitions` partitions; existing topics are left as they are.
+/// Create `topics` with `partitions` partitions, taking messages up to [`MAX_PUBLISHED_BYTES`];
+/// existing topics are left as they are.
 pub async fn create_topics(kafka: &Kafka, topics: &[&str], partitions: i32) -> Result<Vec<String>> {
     retry::run(Service::Kafka, async || {
         create_topics_once(kafka, topics, partitions).await
@@ -417,9 +435,13 @@ async fn create_topics_once(
     let admin: AdminClient<DefaultClientContext> = base_config(kafka)?
         .create()
         .with_context(|| format!("creating a Kafka admin client for {brokers}"))?;
+    let max_bytes = MAX_PUBLISHED_BYTES.to_string();
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(t, partitions, TopicReplication::Fixed(1))
+                .set("max.message.bytes", &max_bytes)
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
     let results = admin
