@@ -15,6 +15,7 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod instances;
 pub mod oracle;
 pub mod showcases;

@@ -41,19 +41,31 @@ pub struct Oracle {
     pub restaurants: BTreeSet<String>,
 }
 
+/// Exactly `YYYY-MM-DD HH:MM:SS` (DESIGN §2.1), and a real date and time.
 fn is_ts(v: &Value) -> bool {
-    v.as_str()
-        .is_some_and(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok())
+    v.as_str().is_some_and(|s| {
+        s.len() == 19 && chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok()
+    })
+}
+
+/// A business key: a string of at most 256 bytes (the bound dwh documents for ids).
+fn key_text(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| s.len() <= 256).map(str::to_owned)
 }
 
 fn non_empty(v: &Value) -> Option<String> {
-    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    key_text(v).filter(|s| !s.is_empty())
+}
+
+/// A non-negative amount of money.
+fn amount(v: &Value) -> Option<i64> {
+    v.as_i64().filter(|n| *n >= 0)
 }
 
 /// A valid order message as `(object_id, order)`, or `None` for junk.
 pub fn parse_order(line: &str) -> Option<(i64, Order)> {
     let v: Value = serde_json::from_str(line).ok()?;
-    let id = v.get("object_id")?.as_i64()?;
+    let id = v.get("object_id")?.as_i64().filter(|id| *id > 0)?;
     if v.get("object_type")?.as_str()? != "order" || !is_ts(v.get("sent_dttm")?) {
         return None;
     }
@@ -61,14 +73,14 @@ pub fn parse_order(line: &str) -> Option<(i64, Order)> {
     if !is_ts(p.get("date")?) || !is_ts(p.get("update_ts")?) {
         return None;
     }
-    p.get("cost")?.as_i64()?;
-    p.get("payment")?.as_i64()?;
+    amount(p.get("cost")?)?;
+    amount(p.get("payment")?)?;
     let mut items = Vec::new();
     for item in p.get("order_items")?.as_array()? {
-        item.get("price")?.as_i64()?;
-        item.get("quantity")?.as_i64()?;
+        amount(item.get("price")?)?;
+        item.get("quantity")?.as_i64().filter(|q| *q >= 1)?;
         items.push((
-            item.get("id")?.as_str()?.to_owned(),
+            key_text(item.get("id")?)?,
             item.get("name")?.as_str()?.to_owned(),
         ));
     }
@@ -101,16 +113,21 @@ impl Oracle {
     /// Add order lines (later lines only win with a newer `update_ts`).
     pub fn add_orders(&mut self, text: &str) {
         for line in text.lines().filter(|l| !l.is_empty()) {
-            self.lines += 1;
-            match parse_order(line) {
-                None => self.junk += 1,
-                Some((id, order)) => match self.orders.get(&id) {
-                    Some(known) if known.update_ts >= order.update_ts => {}
-                    _ => {
-                        self.orders.insert(id, order);
-                    }
-                },
-            }
+            self.add_message(line);
+        }
+    }
+
+    /// Add one order message (it only wins with a newer `update_ts`).
+    pub fn add_message(&mut self, message: &str) {
+        self.lines += 1;
+        match parse_order(message) {
+            None => self.junk += 1,
+            Some((id, order)) => match self.orders.get(&id) {
+                Some(known) if known.update_ts >= order.update_ts => {}
+                _ => {
+                    self.orders.insert(id, order);
+                }
+            },
         }
     }
 
@@ -120,16 +137,21 @@ impl Oracle {
             self.users.insert(v["_id"].as_str().unwrap().to_owned());
         }
         for line in std::fs::read_to_string(restaurants).unwrap().lines() {
-            let v: Value = serde_json::from_str(line).unwrap();
-            let rid = v["_id"].as_str().unwrap().to_owned();
-            for item in v["menu"].as_array().unwrap() {
-                self.menu.insert(
-                    (rid.clone(), item["_id"].as_str().unwrap().to_owned()),
-                    item["category"].as_str().unwrap().to_owned(),
-                );
-            }
-            self.restaurants.insert(rid);
+            self.add_restaurant(&serde_json::from_str(line).unwrap());
         }
+    }
+
+    /// Add a restaurant document Redis holds (and dwh must read): its menu gives the categories.
+    pub fn add_restaurant(&mut self, doc: &Value) {
+        let rid = doc["_id"].as_str().unwrap().to_owned();
+        for item in doc["menu"].as_array().unwrap() {
+            if let (Some(dish), Some(category)) = (item["_id"].as_str(), item["category"].as_str())
+            {
+                self.menu
+                    .insert((rid.clone(), dish.to_owned()), category.to_owned());
+            }
+        }
+        self.restaurants.insert(rid);
     }
 
     fn closed(&self) -> impl Iterator<Item = (&i64, &Order)> {
