@@ -115,6 +115,13 @@ async fn store_documents(env: &Env, documents: &[hostile::Document]) {
     for d in documents {
         pipe.set(&d.key, d.value.as_slice()).ignore();
     }
+    // Keys no order names, read only by `dwh snapshot`: a name that is not UTF-8, a hash.
+    pipe.set(
+        b"\xff\xfe not UTF-8".as_slice(),
+        br#"{"_id": "x", "login": "x"}"#.as_slice(),
+    )
+    .ignore();
+    pipe.hset("a-hash", "_id", "h").ignore();
     pipe.query_async::<()>(&mut conn).await.unwrap();
 }
 

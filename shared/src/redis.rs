@@ -142,15 +142,22 @@ pub async fn read(conn: &mut MultiplexedConnection, keys: &[String]) -> Result<S
     Ok(snapshot)
 }
 
-/// Every key in the database (`SCAN`, so Redis is never blocked).
+/// Every key in the database (`SCAN`, so Redis is never blocked). A key that is not UTF-8 cannot
+/// be an id an order names: it is left out with a warning.
 pub async fn all_keys(conn: &mut MultiplexedConnection) -> Result<Vec<String>> {
     let mut keys = Vec::new();
-    let mut iter: redis::AsyncIter<String> = conn
+    let mut iter: redis::AsyncIter<Vec<u8>> = conn
         .scan_options(redis::ScanOptions::default().with_count(1000))
         .await
         .context("scanning Redis")?;
     while let Some(key) = futures::StreamExt::next(&mut iter).await {
-        keys.push(key.context("scanning Redis")?);
+        match String::from_utf8(key.context("scanning Redis")?) {
+            Ok(key) => keys.push(key),
+            Err(e) => tracing::warn!(
+                key = %String::from_utf8_lossy(e.as_bytes()),
+                "a key that is not UTF-8 is not an id: left out"
+            ),
+        }
     }
     Ok(keys)
 }
