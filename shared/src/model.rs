@@ -383,5 +383,7 @@ pub struct AffectedUser {
     pub batch_id: uuid::Uuid,
 }
 
+// The path is spelled out for fuzz/, which compiles this file through a `#[path]` of its own.
 #[cfg(test)]
+#[path = "model/tests.rs"]
 mod tests;
