@@ -13,7 +13,7 @@ use dwh_shared::archive::Archive;
 use dwh_shared::kafka::Polled;
 use harness::hostile::{self, Fate, Rng};
 use harness::oracle::{parse_order, Oracle};
-use harness::{count, showcases, testdata, Env, BROKERS};
+use harness::{count, showcases, testdata, Env};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -75,7 +75,7 @@ fn interleaved(corpus: Vec<hostile::Message>) -> Vec<Sent> {
 /// Produce every message to the orders topic, recording the offset the broker gave it.
 async fn produce(env: &Env, messages: &mut [Sent]) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
+        .set("bootstrap.servers", &env.brokers)
         .set("message.max.bytes", (16 << 20).to_string())
         .set("linger.ms", "5")
         .create()
