@@ -193,9 +193,9 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
         max_bytes,
         timeout,
     } = plan;
-    // What librdkafka fetches ahead and queues is memory too: keep it within the bound.
-    let fetch_bytes = max_bytes.clamp(1 << 20, 50 << 20).to_string();
-    let queued_kbytes = (max_bytes >> 10).clamp(1 << 10, 64 << 10).to_string();
+    // What librdkafka fetches ahead and queues is memory too: a quarter of the bound.
+    let fetch_bytes = (max_bytes / 4).clamp(1 << 20, 50 << 20).to_string();
+    let queued_kbytes = (max_bytes / 4 / 1024).clamp(1 << 10, 64 << 10).to_string();
     let brokers = &kafka.brokers;
     let consumer: BaseConsumer = base_config(kafka)?
         .set("group.id", group)

@@ -14,6 +14,9 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 use crate::config::Postgres;
 use crate::{mask_url, pg_tls, retry};
 
+/// Rows encoded and sent per piece of a `COPY`.
+const COPY_SLICE_ROWS: usize = 8_192;
+
 mod embedded {
     refinery::embed_migrations!("../sql");
 }
@@ -172,14 +175,8 @@ pub async fn create_temp_table<C: GenericClient>(
 /// `COPY table (columns of the batch) FROM STDIN (FORMAT binary)` with the batch encoded by pgpq.
 pub async fn copy_batch(tx: &Transaction<'_>, table: &str, batch: &RecordBatch) -> Result<u64> {
     let schema = batch.schema();
-    let mut encoder = pgpq::ArrowToPostgresBinaryEncoder::try_new(&schema)
-        .map_err(|e| anyhow::anyhow!("encoding {table} for COPY: {e:?}"))?;
-    let mut buf = BytesMut::new();
-    encoder
-        .write_header(&mut buf)
-        .and_then(|_| encoder.write_batch(batch, &mut buf))
-        .and_then(|_| encoder.write_footer(&mut buf))
-        .map_err(|e| anyhow::anyhow!("encoding {table} for COPY: {e:?}"))?;
+    let encoding = |e| anyhow::anyhow!("encoding {table} for COPY: {e:?}");
+    let mut encoder = pgpq::ArrowToPostgresBinaryEncoder::try_new(&schema).map_err(encoding)?;
     let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let sink = tx
         .copy_in(&format!(
@@ -189,7 +186,23 @@ pub async fn copy_batch(tx: &Transaction<'_>, table: &str, batch: &RecordBatch) 
         .await
         .with_context(|| format!("starting COPY into {table}"))?;
     futures::pin_mut!(sink);
-    sink.send(buf.freeze())
+    // Encoded and sent a slice at a time: the encoded copy of a batch is never held whole.
+    let mut buf = BytesMut::new();
+    encoder.write_header(&mut buf).map_err(encoding)?;
+    let rows = batch.num_rows();
+    let mut offset = 0;
+    while offset < rows {
+        let len = COPY_SLICE_ROWS.min(rows - offset);
+        encoder
+            .write_batch(&batch.slice(offset, len), &mut buf)
+            .map_err(encoding)?;
+        sink.send(buf.split().freeze())
+            .await
+            .with_context(|| format!("COPY into {table}"))?;
+        offset += len;
+    }
+    encoder.write_footer(&mut buf).map_err(encoding)?;
+    sink.send(buf.split().freeze())
         .await
         .with_context(|| format!("COPY into {table}"))?;
     sink.finish()
