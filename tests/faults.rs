@@ -14,7 +14,13 @@ use harness::showcases::{assert_matches, audit};
 use harness::{count, testdata, Env};
 
 /// Points before the commit: the batch must leave no trace, offsets stay where they were.
-const BEFORE_COMMIT: &[&str] = &["after-drain", "after-copy", "after-merge", "before-commit"];
+const BEFORE_COMMIT: &[&str] = &[
+    "before-drain",
+    "after-drain",
+    "after-copy",
+    "after-merge",
+    "before-commit",
+];
 /// Points after the commit: the batch is kept, offsets have moved.
 const AFTER_COMMIT: &[&str] = &["after-commit", "mid-publish", "after-publish"];
 
