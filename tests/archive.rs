@@ -52,17 +52,7 @@ const BUCKET: &str = "dwh-test";
 /// `dwh <args>` in `env` with `extra` env vars; must succeed; returns stdout.
 fn dwh(env: &Env, args: &[&str], extra: &[(&str, String)]) -> String {
     let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = env
-        .command(args, &extra)
-        .output()
-        .expect("the dwh binary runs");
-    assert!(
-        out.status.success(),
-        "dwh {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    env.dwh_ok_with(args, &extra)
 }
 
 /// A fingerprint of every STG, DDS and CDM table and the dead letters, load columns left out.

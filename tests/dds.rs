@@ -7,7 +7,7 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 
 use harness::oracle::Oracle;
-use harness::{count, fingerprint, Env};
+use harness::{count, fingerprint, pairs, Env};
 
 const TABLES: &[&str] = &[
     "dds.h_user",
@@ -27,19 +27,13 @@ const TABLES: &[&str] = &[
 ];
 
 async fn current_statuses(env: &Env) -> BTreeMap<i64, String> {
-    env.pg()
-        .await
-        .query(
-            "SELECT h.order_id, (SELECT s.status FROM dds.s_order_status s WHERE s.h_order_pk = h.h_order_pk
-                                 ORDER BY s.effective_dt DESC LIMIT 1)
-             FROM dds.h_order h",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+    pairs(
+        &env.pg().await,
+        "SELECT h.order_id, (SELECT s.status FROM dds.s_order_status s WHERE s.h_order_pk = h.h_order_pk
+                             ORDER BY s.effective_dt DESC LIMIT 1)
+         FROM dds.h_order h",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -104,10 +98,7 @@ async fn the_vault_holds_every_distinct_business_key_once() {
             "{table}"
         );
     }
-    let expected: BTreeMap<i64, String> = orders
-        .iter()
-        .map(|(id, o)| (*id, o.status.clone()))
-        .collect();
+    let expected = oracle.statuses();
     assert_eq!(current_statuses(&env).await, expected);
 
     // Keys are uuid v5 in the source project's namespace, as PostgreSQL computes them itself.

@@ -13,7 +13,7 @@ use dwh_shared::archive::Archive;
 use dwh_shared::kafka::Polled;
 use harness::hostile::{self, Fate, Rng};
 use harness::oracle::{parse_order, Oracle};
-use harness::{count, showcases, testdata, Env};
+use harness::{count, pairs, showcases, testdata, Env};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -184,13 +184,8 @@ async fn every_hostile_message_is_loaded_or_dead_lettered_and_the_batch_around_i
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
-    let events: BTreeMap<i64, i64> = pg
-        .query("SELECT object_id, src_offset FROM stg.order_events", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let events: BTreeMap<i64, i64> =
+        pairs(&pg, "SELECT object_id, src_offset FROM stg.order_events").await;
     let mut tally: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for m in &sent {
         match (m.fate, dead.get(&m.offset)) {

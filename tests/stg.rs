@@ -6,21 +6,15 @@ mod harness;
 use std::collections::BTreeMap;
 
 use harness::oracle::Oracle;
-use harness::{count, fingerprint, Env};
+use harness::{count, fingerprint, pairs, Env};
 
 /// Current status per order in STG.
 async fn stg_statuses(env: &Env) -> BTreeMap<i64, String> {
-    env.pg()
-        .await
-        .query(
-            "SELECT object_id, payload ->> 'final_status' FROM stg.order_events",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+    pairs(
+        &env.pg().await,
+        "SELECT object_id, payload ->> 'final_status' FROM stg.order_events",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -31,11 +25,7 @@ async fn loads_every_oddity_once_and_publishes_each_order() {
     let line = env.dwh_ok(&["stg"]);
     assert!(line.starts_with("stg: batch="), "{line}");
 
-    let expected: BTreeMap<i64, String> = oracle
-        .orders
-        .iter()
-        .map(|(id, o)| (*id, o.status.clone()))
-        .collect();
+    let expected = oracle.statuses();
     assert_eq!(
         stg_statuses(&env).await,
         expected,
@@ -253,11 +243,7 @@ fn drain_in_runs(env: &Env, bound: &[&str]) -> usize {
 
 /// After bounded runs, STG holds what one unbounded run would have loaded.
 async fn assert_all_loaded(env: &Env, oracle: &Oracle) {
-    let expected: BTreeMap<i64, String> = oracle
-        .orders
-        .iter()
-        .map(|(id, o)| (*id, o.status.clone()))
-        .collect();
+    let expected = oracle.statuses();
     assert_eq!(stg_statuses(env).await, expected);
     let pg = env.pg().await;
     assert_eq!(

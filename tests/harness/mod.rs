@@ -172,7 +172,15 @@ impl Env {
 
     /// `dwh <args>` that must succeed; returns its stdout.
     pub fn dwh_ok(&self, args: &[&str]) -> String {
-        let out = self.dwh(args);
+        self.dwh_ok_with(args, &[])
+    }
+
+    /// [`Env::dwh_ok`] with extra env vars.
+    pub fn dwh_ok_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> String {
+        let out = self
+            .command(args, extra_env)
+            .output()
+            .expect("the dwh binary runs");
         assert!(
             out.status.success(),
             "dwh {args:?} failed: {}\n{}",
@@ -331,6 +339,21 @@ pub async fn count(client: &Client, sql: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
+}
+
+/// A two-column query as a map from the first column to the second.
+pub async fn pairs<K, V>(client: &Client, sql: &str) -> std::collections::BTreeMap<K, V>
+where
+    K: Ord + for<'a> tokio_postgres::types::FromSql<'a>,
+    V: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 /// A fingerprint of a whole table's content, to show that a replay changed nothing.

@@ -154,6 +154,14 @@ impl Oracle {
         self.restaurants.insert(rid);
     }
 
+    /// The final status of every order (its newest version's).
+    pub fn statuses(&self) -> BTreeMap<i64, String> {
+        self.orders
+            .iter()
+            .map(|(id, o)| (*id, o.status.clone()))
+            .collect()
+    }
+
     fn closed(&self) -> impl Iterator<Item = (&i64, &Order)> {
         self.orders.iter().filter(|(_, o)| o.status == "CLOSED")
     }
