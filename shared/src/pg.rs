@@ -190,16 +190,12 @@ pub async fn copy_batch(tx: &Transaction<'_>, table: &str, batch: &RecordBatch) 
     let mut buf = BytesMut::new();
     encoder.write_header(&mut buf).map_err(encoding)?;
     let rows = batch.num_rows();
-    let mut offset = 0;
-    while offset < rows {
-        let len = COPY_SLICE_ROWS.min(rows - offset);
-        encoder
-            .write_batch(&batch.slice(offset, len), &mut buf)
-            .map_err(encoding)?;
+    for offset in (0..rows).step_by(COPY_SLICE_ROWS) {
+        let slice = batch.slice(offset, COPY_SLICE_ROWS.min(rows - offset));
+        encoder.write_batch(&slice, &mut buf).map_err(encoding)?;
         sink.send(buf.split().freeze())
             .await
             .with_context(|| format!("COPY into {table}"))?;
-        offset += len;
     }
     encoder.write_footer(&mut buf).map_err(encoding)?;
     sink.send(buf.split().freeze())
