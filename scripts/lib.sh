@@ -87,7 +87,8 @@ PY
     touch "$data/.done"
 }
 
-# run_job NAME ARGS…: one `dwh ARGS…` under /usr/bin/time; sets wall, rss_kb, consumed.
+# run_job NAME ARGS…: one `dwh ARGS…` under /usr/bin/time; sets wall, rss_kb, consumed. Its log
+# (stderr) is appended to $work/log-NAME.
 run_job() {
     local name=$1
     shift
@@ -96,6 +97,7 @@ run_job() {
         cat "$work/err" "$work/out" >&2
         exit 1
     }
+    cat "$work/err" >>"$work/log-$name" # each run's log lines, for scripts/phases
     read -r wall rss_kb <"$work/time"
     consumed=$(sed -nE 's/.* consumed=([0-9]+).*/\1/p' "$work/out")
     consumed=${consumed:-0}

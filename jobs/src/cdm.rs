@@ -19,7 +19,7 @@ use dwh_shared::pg;
 use dwh_shared::progress::Progress;
 use polars::prelude::*;
 use tokio_postgres::{GenericClient, Transaction};
-use tracing::info;
+use tracing::{info, info_span, Instrument};
 use uuid::Uuid;
 
 /// `dwh cdm`: recompute the showcases of the users DDS reported.
@@ -141,9 +141,11 @@ pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid]) -> Result<u64> {
     if users.is_empty() {
         return Ok(0);
     }
-    let facts = read_facts(tx, users).await?;
+    let facts = read_facts(tx, users)
+        .instrument(info_span!("facts", users = users.len()))
+        .await?;
     let rules = read_rules(tx).await?;
-    let showcases = compute(&facts, &rules)?;
+    let showcases = info_span!("compute").in_scope(|| compute(&facts, &rules))?;
     let mut written = 0;
     for (table, batch) in [
         ("cdm.user_product_counters", showcases.products),
@@ -154,6 +156,7 @@ pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid]) -> Result<u64> {
             &format!("DELETE FROM {table} WHERE user_id = ANY($1)"),
             &[&users],
         )
+        .instrument(info_span!("clear", table))
         .await
         .with_context(|| format!("clearing {table}"))?;
         if batch.num_rows() > 0 {

@@ -21,6 +21,7 @@ use dwh_shared::model::{parse_ts, StgOrder};
 use dwh_shared::pg;
 use dwh_shared::vault::{self, hashdiff, hub_key, link_key};
 use tokio_postgres::Transaction;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// `dwh dds`: build the Data Vault from what waits in the STG topic.
@@ -83,6 +84,7 @@ impl Job for Dds {
         for (table, sql) in merges {
             rows += tx
                 .execute(&sql, &[&self.source, &batch_id])
+                .instrument(tracing::info_span!("merge", table))
                 .await
                 .with_context(|| format!("merging dds.{table}"))?;
         }
@@ -90,6 +92,7 @@ impl Job for Dds {
             include_str!("sql/dds_affected_users.sql"),
             &[&batch_id, &self.target],
         )
+        .instrument(tracing::info_span!("merge", table = "dwh.outbox"))
         .await
         .context("queueing affected users")?;
         Ok(Loaded { rows, dead })

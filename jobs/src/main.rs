@@ -116,8 +116,11 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DWH_LOG")
         .unwrap_or_else(|_| EnvFilter::new("warn,librdkafka=off,rdkafka=off"));
+    // At info, every step of a run (drain, parse, copy, merge, commit, publish…) logs its time
+    // when it ends (`close time.busy=… time.idle=…`): where a run's seconds went.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr);
     if std::env::var("DWH_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();

@@ -23,7 +23,7 @@ use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
 use dwh_shared::retry::{self, NotReady, Service};
 use dwh_shared::{pg, redis, vault};
 use tokio_postgres::Transaction;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 /// `dwh stg`: load what waits in the orders topic into STG and publish it enriched.
@@ -170,12 +170,17 @@ impl Job for Stg {
         drained: &Drained,
         batch_id: Uuid,
     ) -> Result<Loaded> {
-        let (orders, dead) = batch::parse_all(drained, OrderMessage::parse);
+        let (mut orders, dead) = batch::parse_all(drained, OrderMessage::parse);
         let ids: Vec<String> = orders
             .iter()
             .flat_map(|(_, o)| [o.user_id.clone(), o.restaurant_id.clone()])
             .collect();
-        let dictionaries = self.dictionaries.read(tx, &ids).await?;
+        newest_per_order(&mut orders);
+        let dictionaries = self
+            .dictionaries
+            .read(tx, &ids)
+            .instrument(info_span!("dictionaries", ids = ids.len()))
+            .await?;
         for (key, reason) in &dictionaries.unreadable {
             warn!(key, reason, "unreadable dictionary document left out");
         }
@@ -194,6 +199,7 @@ impl Job for Stg {
                 include_str!("sql/stg_merge.sql"),
                 &[&batch_id, &self.source, &self.target],
             )
+            .instrument(info_span!("merge", table = "stg.order_events"))
             .await
             .context("merging orders into stg.order_events")?;
         if let Some(archiving) = archiving {
@@ -201,6 +207,19 @@ impl Job for Stg {
         }
         Ok(Loaded { rows, dead })
     }
+}
+
+/// Keep one message per order, the newest of the batch: the latest `update_ts`, on a tie the
+/// lowest partition, then the latest offset. The merge takes each staged row as the order's
+/// candidate, so sorting here spares PostgreSQL a sort of every payload.
+fn newest_per_order(orders: &mut Vec<(&Polled, OrderMessage)>) {
+    orders.sort_unstable_by(|(a_msg, a), (b_msg, b)| {
+        (a.object_id.cmp(&b.object_id))
+            .then(b.update_ts.cmp(&a.update_ts))
+            .then(a_msg.partition.cmp(&b_msg.partition))
+            .then(b_msg.offset.cmp(&a_msg.offset))
+    });
+    orders.dedup_by_key(|(_, order)| order.object_id);
 }
 
 fn micros(ts: NaiveDateTime) -> i64 {

@@ -152,7 +152,10 @@ pub async fn run<J: Job>(
         return Ok(Summary::skipped());
     };
     fault_point(J::NAME, "before-drain");
-    let drained = run.drain(bounds).await?;
+    let drained = run
+        .drain(bounds)
+        .instrument(tracing::info_span!("drain", job = J::NAME))
+        .await?;
     load_batch(&mut run, job, &drained, &mut summary).await?;
     summary.seconds = run.elapsed();
     Ok(summary)
@@ -178,7 +181,10 @@ pub async fn load_batch<J: Job>(
     let started = run.batch_started;
     async {
         let tx = run.client.transaction().await?;
-        let loaded = job.load(&tx, drained, batch_id).await?;
+        let loaded = job
+            .load(&tx, drained, batch_id)
+            .instrument(tracing::info_span!("load"))
+            .await?;
         summary.loaded += loaded.rows;
         fault_point(J::NAME, "after-merge");
         summary.dead_lettered += dead_letter(&tx, J::NAME, topic, batch_id, &loaded.dead).await?;
@@ -188,10 +194,16 @@ pub async fn load_batch<J: Job>(
         };
         record(&tx, J::NAME, drained, batch_id, &timed).await?;
         fault_point(J::NAME, "before-commit");
-        tx.commit().await.context("committing the batch")?;
+        tx.commit()
+            .instrument(tracing::info_span!("commit"))
+            .await
+            .context("committing the batch")?;
         fault_point(J::NAME, "after-commit");
 
-        summary.published += run.publish_outbox().await?;
+        summary.published += run
+            .publish_outbox()
+            .instrument(tracing::info_span!("publish"))
+            .await?;
         fault_point(J::NAME, "after-publish");
         drained.commit_group_offsets();
         anyhow::Ok(())
@@ -207,6 +219,7 @@ pub fn parse_all<T>(
     drained: &Drained,
     parse: impl Fn(&[u8]) -> Result<T, String>,
 ) -> (Vec<(&crate::kafka::Polled, T)>, Vec<DeadLetter>) {
+    let _timed = tracing::info_span!("parse").entered();
     let mut good = Vec::with_capacity(drained.messages.len());
     let mut dead = Vec::new();
     for message in &drained.messages {

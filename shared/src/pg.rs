@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Schema};
 use bytes::BytesMut;
 use futures::SinkExt;
 use tokio_postgres::{Client, GenericClient, Transaction};
+use tracing::Instrument;
 
 use crate::config::Postgres;
 use crate::{mask_url, pg_tls, retry};
@@ -174,6 +175,12 @@ pub async fn create_temp_table<C: GenericClient>(
 
 /// `COPY table (columns of the batch) FROM STDIN (FORMAT binary)` with the batch encoded by pgpq.
 pub async fn copy_batch(tx: &Transaction<'_>, table: &str, batch: &RecordBatch) -> Result<u64> {
+    copy_encoded(tx, table, batch)
+        .instrument(tracing::info_span!("copy", table, rows = batch.num_rows()))
+        .await
+}
+
+async fn copy_encoded(tx: &Transaction<'_>, table: &str, batch: &RecordBatch) -> Result<u64> {
     let schema = batch.schema();
     let encoding = |e| anyhow::anyhow!("encoding {table} for COPY: {e:?}");
     let mut encoder = pgpq::ArrowToPostgresBinaryEncoder::try_new(&schema).map_err(encoding)?;

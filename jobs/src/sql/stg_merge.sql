@@ -1,17 +1,14 @@
 -- Merge the staged orders into stg.order_events (the newest payload.update_ts wins, whatever the
 -- arrival order) and queue every order that changed for the STG topic, enriched with the newest
 -- known user and restaurant names and each item's category from the restaurant's menu.
+-- `stage_orders` holds one row per order, the newest of the batch (`stg::newest_per_order`).
 -- $1 batch id, $2 source topic, $3 STG topic.
-WITH newest AS (
-    SELECT DISTINCT ON (object_id) *
-    FROM stage_orders
-    ORDER BY object_id, update_ts DESC, partition, kafka_offset DESC
-), merged AS (
+WITH merged AS (
     INSERT INTO stg.order_events AS t (object_id, object_type, sent_dttm, update_ts, payload,
                                        src_topic, src_partition, src_offset, batch_id, load_dt)
     SELECT object_id, object_type, sent_dttm, update_ts, payload::jsonb,
            $2, partition, kafka_offset, $1, now()
-    FROM newest
+    FROM stage_orders
     ON CONFLICT (object_id) DO UPDATE SET
         object_type = EXCLUDED.object_type, sent_dttm = EXCLUDED.sent_dttm,
         update_ts = EXCLUDED.update_ts, payload = EXCLUDED.payload,
