@@ -366,6 +366,7 @@ impl Run {
                     include_str!("sql/outbox_next.sql"),
                     &[&self.job, &keys, &PUBLISH_CHUNK],
                 )
+                .instrument(tracing::info_span!("outbox_read"))
                 .await
                 .context("reading the outbox")?;
             if rows.is_empty() {
@@ -380,11 +381,14 @@ impl Run {
                     .push((row.get(2), row.get(3)));
             }
             for (topic, records) in &by_topic {
-                kafka::publish(&self.producer, topic, records).await?;
+                kafka::publish(&self.producer, topic, records)
+                    .instrument(tracing::info_span!("produce", topic))
+                    .await?;
             }
             fault_point(self.job, "mid-publish");
             self.client
                 .execute("DELETE FROM dwh.outbox WHERE id = ANY($1)", &[&ids])
+                .instrument(tracing::info_span!("outbox_clear"))
                 .await
                 .context("clearing the outbox")?;
             sent += rows.len() as u64;

@@ -19,6 +19,15 @@ pub struct Postgres {
     /// `sslmode=` (disable, prefer, require, verify-ca, verify-full)
     #[arg(id = "pg_ca_file", long = "pg-ca-file", env = "DWH_PG_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// `work_mem` of the run's sessions: what each sort and hash of a merge may hold before it
+    /// spills to disk (a 64 MiB batch's merge sorts ~80 MB)
+    #[arg(
+        id = "pg_work_mem",
+        long = "pg-work-mem",
+        env = "DWH_PG_WORK_MEM",
+        default_value = "128MB"
+    )]
+    pub work_mem: String,
 }
 
 /// Where the dictionaries (users, restaurants) live.

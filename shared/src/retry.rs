@@ -388,6 +388,7 @@ mod tests {
         let pg = Postgres {
             url: "postgres://dwh:s3cret@db/dwh".to_owned(),
             ca_file: None,
+            work_mem: "4MB".to_owned(),
         };
         let endpoints = Endpoints {
             postgres: Some(&pg),
