@@ -1,6 +1,8 @@
 -- Merge the staged orders into stg.order_events (the newest payload.update_ts wins, whatever the
 -- arrival order) and queue every order that changed for the STG topic, enriched with the newest
--- known user and restaurant names and each item's category from the restaurant's menu.
+-- known user and restaurant names and each item's category from the restaurant's menu. The
+-- message is built as `json` (text appended as it goes), not `jsonb`: no binary tree built, sorted
+-- and printed again for every order.
 -- `stage_orders` holds one row per order, the newest of the batch (`stg::newest_per_order`).
 -- $1 batch id, $2 source topic, $3 STG topic.
 WITH merged AS (
@@ -36,7 +38,7 @@ WITH merged AS (
 ), items AS (
     -- Every item of every changed order joined to its menu entry once, set-based (a subquery per
     -- order re-expanded the menus for each order: 75% of the merge at 50k orders).
-    SELECT m.object_id, jsonb_agg(jsonb_build_object(
+    SELECT m.object_id, json_agg(json_build_object(
                'id', i.item ->> 'id', 'name', i.item ->> 'name', 'price', i.item -> 'price',
                'quantity', i.item -> 'quantity', 'category', mn.category) ORDER BY i.n) AS items
     FROM merged m
@@ -46,20 +48,20 @@ WITH merged AS (
     GROUP BY m.object_id
 )
 INSERT INTO dwh.outbox (job, batch_id, topic, key, value)
-SELECT 'stg', $1, $3, m.object_id::text, jsonb_build_object(
+SELECT 'stg', $1, $3, m.object_id::text, json_build_object(
     'order_id', m.object_id,
     'order_dt', m.payload ->> 'date',
     'update_ts', m.payload ->> 'update_ts',
     'final_status', m.payload ->> 'final_status',
     'cost', m.payload -> 'cost',
     'payment', m.payload -> 'payment',
-    'user', jsonb_build_object(
+    'user', json_build_object(
         'id', m.payload -> 'user' ->> 'id', 'name', u.doc ->> 'name',
         'login', u.doc ->> 'login', 'update_ts', u.doc ->> 'update_ts_utc'),
-    'restaurant', jsonb_build_object(
+    'restaurant', json_build_object(
         'id', m.payload -> 'restaurant' ->> 'id', 'name', r.doc ->> 'name',
         'update_ts', r.doc ->> 'update_ts_utc'),
-    'items', coalesce(it.items, '[]')
+    'items', coalesce(it.items, '[]'::json)
 )::text
 FROM merged m
 LEFT JOIN users u ON u.id = m.payload -> 'user' ->> 'id'
