@@ -356,22 +356,24 @@ impl Run {
     /// Publish the outbox of this job's batches from this run's partitions, oldest first,
     /// deleting what the broker acknowledged; then mark those batches published. Returns the
     /// messages sent.
+    ///
+    /// Pipelined: while the broker takes one chunk, the next is read from the outbox; a chunk is
+    /// deleted only once every message of it was acknowledged.
     pub async fn publish_outbox(&self) -> Result<u64> {
         let keys: Vec<String> = self.partitions.iter().map(i32::to_string).collect();
         let mut sent = 0u64;
+        let mut after = 0i64;
+        let mut in_flight: Option<(Vec<i64>, Vec<kafka::Sending>)> = None;
         loop {
             let rows = self
                 .client
                 .query(
                     include_str!("sql/outbox_next.sql"),
-                    &[&self.job, &keys, &PUBLISH_CHUNK],
+                    &[&self.job, &keys, &PUBLISH_CHUNK, &after],
                 )
                 .instrument(tracing::info_span!("outbox_read"))
                 .await
                 .context("reading the outbox")?;
-            if rows.is_empty() {
-                break;
-            }
             let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             let mut by_topic: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
             for row in &rows {
@@ -380,18 +382,20 @@ impl Run {
                     .or_default()
                     .push((row.get(2), row.get(3)));
             }
-            for (topic, records) in &by_topic {
-                kafka::publish(&self.producer, topic, records)
-                    .instrument(tracing::info_span!("produce", topic))
-                    .await?;
+            drop(rows);
+            let sending = by_topic
+                .iter()
+                .map(|(topic, records)| kafka::send(&self.producer, topic, records))
+                .collect::<Result<Vec<_>>>()?;
+            drop(by_topic);
+            if let Some((done, acks)) = in_flight.take() {
+                sent += self.acknowledged_then_clear(&done, acks).await?;
             }
-            fault_point(self.job, "mid-publish");
-            self.client
-                .execute("DELETE FROM dwh.outbox WHERE id = ANY($1)", &[&ids])
-                .instrument(tracing::info_span!("outbox_clear"))
-                .await
-                .context("clearing the outbox")?;
-            sent += rows.len() as u64;
+            let Some(&last) = ids.last() else {
+                break;
+            };
+            after = last;
+            in_flight = Some((ids, sending));
         }
         self.client
             .execute(
@@ -406,6 +410,23 @@ impl Run {
             self.vacuum_outbox(sent).await;
         }
         Ok(sent)
+    }
+
+    /// Wait for the broker to acknowledge a chunk, then delete its outbox rows.
+    async fn acknowledged_then_clear(&self, ids: &[i64], acks: Vec<kafka::Sending>) -> Result<u64> {
+        for sending in acks {
+            sending
+                .acknowledged()
+                .instrument(tracing::info_span!("produce"))
+                .await?;
+        }
+        fault_point(self.job, "mid-publish");
+        self.client
+            .execute("DELETE FROM dwh.outbox WHERE id = ANY($1)", &[&ids])
+            .instrument(tracing::info_span!("outbox_clear"))
+            .await
+            .context("clearing the outbox")?;
+        Ok(ids.len() as u64)
     }
 
     /// `VACUUM dwh.outbox`, when this run's role may (its owner; from PostgreSQL 17 also a role

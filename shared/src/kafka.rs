@@ -15,7 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::Kafka;
@@ -384,13 +384,20 @@ fn message_timeout_ms() -> u64 {
     retry::policy().max_secs.max(10) * 1000
 }
 
-/// Send every `(key, value)` to `topic` and wait until the broker acknowledged all of them.
-pub async fn publish(
+/// Messages handed to the producer whose acknowledgements are still to come.
+pub struct Sending {
+    topic: String,
+    deliveries: Vec<DeliveryFuture>,
+}
+
+/// Hand every `(key, value)` to the producer for `topic` without waiting for the broker: what
+/// the caller does next overlaps with the sending. [`Sending::acknowledged`] waits for the acks.
+pub fn send(
     producer: &FutureProducer,
     topic: &str,
     records: &[(String, String)],
-) -> Result<()> {
-    let deliveries: Vec<_> = records
+) -> Result<Sending> {
+    let deliveries = records
         .iter()
         .map(|(key, value)| {
             let record = FutureRecord::to(topic)
@@ -400,14 +407,25 @@ pub async fn publish(
         })
         .collect::<Result<_, KafkaError>>()
         .with_context(|| format!("queueing messages for {topic}"))?;
-    for delivery in deliveries {
-        delivery
-            .await
-            .context("the producer was dropped")?
-            .map_err(|(e, _)| e)
-            .with_context(|| format!("publishing to {topic}"))?;
+    Ok(Sending {
+        topic: topic.to_owned(),
+        deliveries,
+    })
+}
+
+impl Sending {
+    /// Wait until the broker acknowledged every message; the first failure is the error.
+    pub async fn acknowledged(self) -> Result<()> {
+        let topic = &self.topic;
+        for delivery in self.deliveries {
+            delivery
+                .await
+                .context("the producer was dropped")?
+                .map_err(|(e, _)| e)
+                .with_context(|| format!("publishing to {topic}"))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Flush whatever the producer still holds.
