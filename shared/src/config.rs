@@ -121,10 +121,8 @@ pub struct Kafka {
 /// How much one run may take before it commits and exits.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Bounds {
-    /// Most messages one run consumes before it commits and exits (the byte bound below is what
-    /// keeps a run's memory; this one matters for small messages: CDM recomputes every user a run
-    /// names, so fewer, larger CDM runs recompute each user fewer times)
-    #[arg(long, env = "DWH_MAX_MESSAGES", default_value_t = 1_000_000)]
+    /// Most messages one run consumes before it commits and exits
+    #[arg(long, env = "DWH_MAX_MESSAGES", default_value_t = 200_000)]
     pub max_messages: usize,
     /// Most message bytes (keys and values) one run holds: with messages of any size, a run's
     /// memory follows this bound, not the backlog (a run always takes at least one message)
