@@ -357,6 +357,10 @@ async fn unreachable_services_and_bad_flags_get_one_plain_line() {
             ],
             "127.0.0.1:1",
         ),
+        (
+            &["stg", "--pg-work-mem", "lots"],
+            "setting work_mem = lots (--pg-work-mem)",
+        ),
     ];
     for (args, expected) in cases {
         let out = env.dwh(args);
