@@ -324,7 +324,7 @@ async fn a_snapshot_keeps_each_dictionary_version_once() {
 async fn unreachable_services_and_bad_flags_get_one_plain_line() {
     let env = Env::new().await;
     // A small retry bound: a service that is away is retried for a second, then named.
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &[
                 "stg",
