@@ -23,3 +23,15 @@ pub fn storable(ts: NaiveDateTime) -> bool {
 pub fn key_sized(id: &str) -> bool {
     id.len() <= model::MAX_KEY_BYTES
 }
+
+/// What a parser accepted, or `None` once its refusal is checked to carry a reason PostgreSQL can
+/// store (not empty, no NUL).
+pub fn accepted<T>(parsed: Result<T, String>) -> Option<T> {
+    match parsed {
+        Ok(value) => Some(value),
+        Err(reason) => {
+            assert!(!reason.is_empty() && !reason.contains('\0'), "{reason:?}");
+            None
+        }
+    }
+}
