@@ -67,9 +67,10 @@ impl Job for Cdm {
         let mut users: Vec<Uuid> = affected.iter().map(|(_, a)| a.user_pk).collect();
         users.sort();
         users.dedup();
+        let rules = read_rules(tx).await?;
         let mut rows = 0;
         for chunk in users.chunks(self.chunk) {
-            rows += recompute(tx, chunk).await?;
+            rows += recompute(tx, chunk, &rules).await?;
         }
         Ok(Loaded { rows, dead })
     }
@@ -108,6 +109,7 @@ async fn full(args: &Args) -> Result<Summary> {
         .query_one("SELECT count(*) FROM dds.h_user", &[])
         .await?
         .get(0);
+    let rules = read_rules(&run.client).await?;
     let progress = Progress::new("users", users as u64);
     loop {
         let tx = run.client.transaction().await?;
@@ -123,7 +125,7 @@ async fn full(args: &Args) -> Result<Summary> {
         let Some(last) = users.last().copied() else {
             break;
         };
-        summary.loaded += recompute(&tx, &users).await?;
+        summary.loaded += recompute(&tx, &users, &rules).await?;
         tx.commit().await?;
         batch::fault_point(Cdm::NAME, "mid-full");
         summary.consumed += users.len();
@@ -136,16 +138,16 @@ async fn full(args: &Args) -> Result<Summary> {
     Ok(summary)
 }
 
-/// Replace the showcase rows of `users` with freshly computed ones; returns the rows written.
-pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid]) -> Result<u64> {
+/// Replace the showcase rows of `users` with ones computed under `rules` (read once per run, not
+/// per chunk); returns the rows written.
+pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid], rules: &[TagRule]) -> Result<u64> {
     if users.is_empty() {
         return Ok(0);
     }
     let facts = read_facts(tx, users)
         .instrument(info_span!("facts", users = users.len()))
         .await?;
-    let rules = read_rules(tx).await?;
-    let showcases = info_span!("compute").in_scope(|| compute(&facts, &rules))?;
+    let showcases = info_span!("compute").in_scope(|| compute(&facts, rules))?;
     let mut written = 0;
     for (table, batch) in [
         ("cdm.user_product_counters", showcases.products),
