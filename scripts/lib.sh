@@ -87,21 +87,22 @@ PY
     touch "$data/.done"
 }
 
-# run_job NAME ARGS…: one `dwh ARGS…` under /usr/bin/time; sets wall, rss_kb, consumed. Its log
+# run_job NAME ARGS…: one `dwh ARGS…` under /usr/bin/time; sets wall, rss_kb, consumed. Its files
+# are its NAME's ($work/out-NAME, …), so runs of different names may run at once; its log
 # (stderr) is appended to $work/log-NAME.
 run_job() {
-    local name=$1
+    local name=$1 out="$work/out-$1" err="$work/err-$1" time="$work/time-$1"
     shift
-    /usr/bin/time -f "%e %M" -o "$work/time" "$dwh" "$@" >"$work/out" 2>"$work/err" || {
+    /usr/bin/time -f "%e %M" -o "$time" "$dwh" "$@" >"$out" 2>"$err" || {
         echo "dwh $* failed:" >&2
-        cat "$work/err" "$work/out" >&2
+        cat "$err" "$out" >&2
         exit 1
     }
-    cat "$work/err" >>"$work/log-$name" # each run's log lines, for scripts/phases
-    read -r wall rss_kb <"$work/time"
-    consumed=$(sed -nE 's/.* consumed=([0-9]+).*/\1/p' "$work/out")
+    cat "$err" >>"$work/log-$name" # each run's log lines, for scripts/phases
+    read -r wall rss_kb <"$time"
+    consumed=$(sed -nE 's/.* consumed=([0-9]+).*/\1/p' "$out")
     consumed=${consumed:-0}
-    echo "  $name: $(cat "$work/out")  [wall ${wall}s, rss $((rss_kb / 1024)) MB]" >&2
+    echo "  $name: $(cat "$out")  [wall ${wall}s, rss $((rss_kb / 1024)) MB]" >&2
 }
 
 seconds_since() { echo "$(date +%s.%N) $1" | awk '{ printf "%.2f", $1 - $2 }'; }
