@@ -9,6 +9,7 @@ mod cdm;
 mod dds;
 mod export;
 mod migrate;
+mod offsets;
 mod replay;
 mod report;
 mod status;
@@ -58,6 +59,8 @@ enum Command {
     Export(export::Args),
     /// Is the pipeline healthy? Batches, lag, dead letters and rows per layer (exit 2 when stale)
     Status(status::Args),
+    /// Show where each job stands in its topic (stored, log, group offsets), or --reset a job's
+    Offsets(offsets::Args),
     /// Write a self-contained HTML dashboard of the showcases and the pipeline's freshness
     Report(report::Args),
     /// Time a plain binary COPY of order files' STG rows (the baseline of `scripts/bench`)
@@ -77,6 +80,7 @@ impl Command {
             Command::Backfill(_) => "backfill",
             Command::Export(_) => "export",
             Command::Status(_) => "status",
+            Command::Offsets(_) => "offsets",
             Command::Report(_) => "report",
             Command::CopyBaseline(_) => "copy-baseline",
         }
@@ -94,6 +98,7 @@ impl Command {
             Command::Backfill(a) => (Some(&a.pg), None, Some(&a.kafka)),
             Command::Export(a) => (Some(&a.pg), None, None),
             Command::Status(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::Offsets(a) => (Some(&a.pg), None, Some(&a.kafka)),
             Command::Report(a) => (Some(&a.pg), None, Some(&a.kafka)),
             Command::CopyBaseline(a) => (Some(&a.pg), None, None),
         };
@@ -173,6 +178,7 @@ async fn main() -> std::process::ExitCode {
         Command::Backfill(args) => backfill::run(args).await,
         Command::Export(args) => export::run(args).await,
         Command::Status(_) => unreachable!("handled above"),
+        Command::Offsets(args) => offsets::run(args).await,
         Command::Report(args) => report::run(args).await,
         Command::CopyBaseline(args) => baseline::run(args).await,
     };

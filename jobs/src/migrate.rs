@@ -15,6 +15,10 @@ pub struct Args {
     /// Partitions of the topics this creates (existing topics are left as they are)
     #[arg(long, env = "DWH_PARTITIONS", default_value_t = 1)]
     pub partitions: i32,
+    /// Copies of each partition in the topics this creates (default: the cluster's
+    /// default.replication.factor)
+    #[arg(long, env = "DWH_REPLICATION_FACTOR", value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication_factor: Option<i32>,
     /// Only migrate PostgreSQL; leave Kafka alone
     #[arg(long)]
     pub skip_topics: bool,
@@ -33,7 +37,8 @@ pub async fn run(args: &Args) -> Result<String> {
             k.stg_topic.as_str(),
             k.dds_topic.as_str(),
         ];
-        created = kafka::create_topics(k, &topics, args.partitions).await?;
+        created =
+            kafka::create_topics(k, &topics, args.partitions, args.replication_factor).await?;
         for topic in topics {
             let found = kafka::topic_partitions(k, topic).await?.len();
             if found != args.partitions as usize {

@@ -5,7 +5,9 @@
 //! every table per layer. A human table by default, `--json` for machines. A job is **stale** when
 //! messages wait for it and its newest batch is older than `--stale-secs` (or it never ran); a
 //! quiet source is not stale. Any stale job makes the exit code 2 (an error is 1), so the command
-//! can back a Kubernetes probe or an alert.
+//! can back a Kubernetes probe or an alert. A job whose stored offsets lie beyond the log (its
+//! topic was recreated) is unhealthy too; messages retention deleted before a job read them are
+//! shown from `dwh.offset_gaps`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -14,7 +16,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use dwh_shared::config::{Kafka, Postgres};
-use dwh_shared::{metrics, pg};
+use dwh_shared::offsets::{self, PartitionOffsets, State};
+use dwh_shared::pg;
 use serde::Serialize;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -65,8 +68,23 @@ pub struct JobStatus {
     pub lag: i64,
     /// The same, per partition of the topic.
     pub lag_per_partition: std::collections::BTreeMap<i32, i64>,
+    /// Partitions whose stored offset is beyond the log's end (the topic was recreated): the
+    /// job stops there until `dwh offsets JOB --reset`.
+    pub ahead_of_log: Vec<PartitionOffsets>,
+    /// Messages retention deleted before the job read them (`dwh.offset_gaps`).
+    pub lost_to_retention: Gaps,
     pub dead_letters: DeadLetters,
     pub stale: bool,
+}
+
+/// What retention took from a job, all time.
+#[derive(Debug, Serialize)]
+pub struct Gaps {
+    /// Gaps recorded.
+    pub gaps: i64,
+    /// Offsets in them (messages, and perhaps transaction markers).
+    pub offsets: i64,
+    pub newest_at: Option<String>,
 }
 
 /// A job's newest committed batch.
@@ -142,8 +160,14 @@ pub async fn collect(
                 seconds: row.get("seconds"),
                 published: row.get("published"),
             });
-        let lag_per_partition = metrics::lag_per_partition(client, kafka, job, topic).await?;
+        let partitions = offsets::describe(client, kafka, job, topic, false).await?;
+        let lag_per_partition: std::collections::BTreeMap<i32, i64> =
+            partitions.iter().map(|p| (p.partition, p.lag)).collect();
         let lag = lag_per_partition.values().sum();
+        let ahead_of_log: Vec<PartitionOffsets> = partitions
+            .into_iter()
+            .filter(|p| p.state == State::AheadOfLog)
+            .collect();
         let stale = lag > 0
             && last_batch
                 .as_ref()
@@ -154,6 +178,14 @@ pub async fn collect(
             last_batch,
             lag,
             lag_per_partition,
+            ahead_of_log,
+            lost_to_retention: Gaps {
+                gaps: row.get("gaps"),
+                offsets: row.get("gap_offsets"),
+                newest_at: row
+                    .get::<_, Option<DateTime<Utc>>>("newest_gap_at")
+                    .map(rfc3339),
+            },
             dead_letters: DeadLetters {
                 count: row.get("dead_letters"),
                 newest_reason: row.get("newest_reason"),
@@ -184,7 +216,7 @@ pub async fn collect(
         at: rfc3339(Utc::now()),
         stale_secs,
         estimated_rows: estimate,
-        healthy: out.iter().all(|j| !j.stale),
+        healthy: out.iter().all(|j| !j.stale && j.ahead_of_log.is_empty()),
         jobs: out,
         tables,
     })
@@ -226,7 +258,13 @@ pub fn render(status: &Status) -> String {
                 "-".into(),
             ),
         };
-        let state = if job.stale { "STALE" } else { "ok" };
+        let state = if !job.ahead_of_log.is_empty() {
+            "AHEAD"
+        } else if job.stale {
+            "STALE"
+        } else {
+            "ok"
+        };
         let _ = writeln!(
             out,
             "{:<4} {:<8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>6}  {state}",
@@ -242,6 +280,31 @@ pub fn render(status: &Status) -> String {
         let _ = writeln!(out, "lag of {} per partition: {}", job.job, parts.join(" "));
     }
     for job in &status.jobs {
+        for p in &job.ahead_of_log {
+            let _ = writeln!(
+                out,
+                "offsets of {} beyond the log of {}/{}: stored {}, log ends at {} — the topic \
+                 was recreated; see `dwh offsets {}`",
+                job.job,
+                job.topic,
+                p.partition,
+                p.stored.unwrap_or_default(),
+                p.log_end,
+                job.job
+            );
+        }
+        let lost = &job.lost_to_retention;
+        if lost.gaps > 0 {
+            let _ = writeln!(
+                out,
+                "lost to retention before {} read them: {} offsets in {} gap(s), newest {} \
+                 (dwh.offset_gaps)",
+                job.job,
+                lost.offsets,
+                lost.gaps,
+                lost.newest_at.as_deref().unwrap_or("-")
+            );
+        }
         if let Some(reason) = &job.dead_letters.newest_reason {
             let reason: String = reason.chars().take(100).collect();
             let _ = writeln!(out, "newest dead letter of {}: {reason}", job.job);
@@ -257,8 +320,19 @@ pub fn render(status: &Status) -> String {
     for table in &status.tables {
         let _ = writeln!(out, "{:<width$} {:>10}", table.table, table.rows);
     }
+    let ahead: Vec<&str> = status
+        .jobs
+        .iter()
+        .filter(|j| !j.ahead_of_log.is_empty())
+        .map(|j| j.job.as_str())
+        .collect();
     let verdict = if status.healthy {
         "healthy".to_string()
+    } else if !ahead.is_empty() {
+        format!(
+            "STOPPED: {} (stored offsets beyond the log: topic recreated)",
+            ahead.join(", ")
+        )
     } else {
         let stale: Vec<&str> = status
             .jobs

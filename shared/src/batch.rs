@@ -171,6 +171,13 @@ pub async fn load_batch<J: Job>(
 ) -> Result<()> {
     summary.consumed += drained.messages.len();
     if drained.messages.is_empty() {
+        // Nothing to load, but retention may have passed the stored offsets: record that and
+        // move them to the log's start, or every run would find the same gap again.
+        if !drained.gaps.is_empty() {
+            let tx = run.client.transaction().await?;
+            record_gaps(&tx, J::NAME, drained).await?;
+            tx.commit().await.context("recording offset gaps")?;
+        }
         return Ok(());
     }
     fault_point(J::NAME, "after-drain");
@@ -350,7 +357,7 @@ impl Run {
             max_bytes: bounds.max_batch_bytes,
             timeout: Duration::from_secs(bounds.fetch_timeout_secs),
         };
-        kafka::drain(&self.kafka, &format!("dwh-{}", self.job), &self.topic, plan).await
+        kafka::drain(&self.kafka, self.job, &self.topic, plan).await
     }
 
     /// Publish the outbox of this job's batches from this run's partitions, oldest first,
@@ -471,6 +478,7 @@ pub async fn record(
     )
     .await
     .context("storing offsets")?;
+    record_gaps(tx, job, drained).await?;
     let ranges = serde_json::to_value(&drained.ranges)?;
     tx.execute(
             "INSERT INTO dwh.batches (batch_id, job, topic, ranges, consumed, loaded, dead_lettered, committed_at, seconds)
@@ -492,6 +500,27 @@ pub async fn record(
         )
         .await
         .context("recording the batch")?;
+    Ok(())
+}
+
+/// Record the offsets retention deleted before `job` read them ([`kafka::Gap`]), once each, and
+/// move the job's stored offsets past them.
+async fn record_gaps(tx: &Transaction<'_>, job: &str, drained: &Drained) -> Result<()> {
+    if drained.gaps.is_empty() {
+        return Ok(());
+    }
+    let (mut partitions, mut from, mut to) = (Vec::new(), Vec::new(), Vec::new());
+    for gap in &drained.gaps {
+        partitions.push(gap.partition);
+        from.push(gap.from);
+        to.push(gap.to);
+    }
+    tx.execute(
+        include_str!("sql/record_gaps.sql"),
+        &[&job, &drained.topic, &partitions, &from, &to],
+    )
+    .await
+    .context("recording offset gaps")?;
     Ok(())
 }
 

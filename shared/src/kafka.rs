@@ -7,6 +7,7 @@
 //! away (see [`retry`]): each attempt is a new client, so nothing of a failed one is reused.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -26,9 +27,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message a job publishes, in bytes. An enriched STG order carries its payload (up
 /// to `model::MAX_ORDER_BYTES`), a category per line and the user's and restaurant's names (each
 /// document up to `model::MAX_DOCUMENT_BYTES`): about 3.3 MiB at worst, past librdkafka's default
-/// of 1,000,000 bytes. A message the producer refused would never be published, and every later
-/// run would try the same outbox again. Topics must take it too: [`create_topics`] sets Kafka's
-/// `max.message.bytes` (the broker's default is 1 MiB); tansu serves at most 5 MiB per fetch.
+/// of 1,000,000 bytes. Topics must take it too: [`create_topics`] sets Kafka's
+/// `max.message.bytes` (the broker's default is 1 MiB). A topic made elsewhere with a smaller
+/// limit refuses such a message: the run stops with [`TooLarge`], naming it and the fix.
 pub const MAX_PUBLISHED_BYTES: usize = 5 << 20;
 
 /// One consumed message with its position.
@@ -46,11 +47,58 @@ pub struct Polled {
 pub struct Drained {
     pub topic: String,
     pub messages: Vec<Polled>,
-    /// partition → (first offset, next offset to read) of what was consumed.
+    /// partition → (first offset, next offset to read) of what was consumed. A range may hold
+    /// fewer messages than offsets: transaction markers and aborted messages are skipped.
     pub ranges: BTreeMap<i32, (i64, i64)>,
+    /// Offsets retention deleted before this job read them (recorded with the batch).
+    pub gaps: Vec<Gap>,
     /// The consumer that read them, when they came from Kafka.
     consumer: Option<BaseConsumer>,
 }
+
+/// Messages the broker no longer holds although the job never read them: the log's start moved
+/// past the stored offset (retention, or `kafka-delete-records`). Offsets `from..to` are lost to
+/// the warehouse unless an archive or the source still has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// The stored offsets of some partitions lie beyond the end of the log: the topic was deleted and
+/// created again under the same name (or the cluster replaced). Never retried: reading on would
+/// skip the new log silently, so the run stops and says how to proceed.
+#[derive(Debug)]
+pub struct AheadOfLog {
+    pub job: String,
+    pub topic: String,
+    /// (partition, stored next offset, the log's end)
+    pub partitions: Vec<(i32, i64, i64)>,
+}
+
+impl fmt::Display for AheadOfLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .partitions
+            .iter()
+            .map(|(p, stored, end)| format!("partition {p}: stored {stored}, log ends at {end}"))
+            .collect();
+        write!(
+            f,
+            "the offsets stored for {job} in topic {topic} are beyond the end of its log ({}): \
+             the topic was deleted and recreated, or the cluster replaced; nothing was read. \
+             See `dwh offsets {job}`; to read the new log from its start: `dwh offsets {job} \
+             --reset earliest` (first `dwh backfill --from-archive` what the old log held, if \
+             it was archived)",
+            parts.join("; "),
+            job = self.job,
+            topic = self.topic,
+        )
+    }
+}
+
+impl std::error::Error for AheadOfLog {}
 
 impl Drained {
     /// A batch of messages that did not come from a live consumer (e.g. read from an archive);
@@ -69,6 +117,7 @@ impl Drained {
             topic: topic.to_owned(),
             messages,
             ranges,
+            gaps: Vec::new(),
             consumer: None,
         }
     }
@@ -170,22 +219,22 @@ pub struct DrainPlan {
 /// Runs on a blocking thread: librdkafka's consumer is a blocking API. A broker that goes away
 /// mid-drain is retried from the start with a new consumer (nothing was written yet: the load
 /// comes after).
-pub async fn drain(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
+pub async fn drain(kafka: &Kafka, job: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
     retry::run(Service::Kafka, async || {
-        let (kafka, group, topic, plan) = (
+        let (kafka, job, topic, plan) = (
             kafka.clone(),
-            group.to_owned(),
+            job.to_owned(),
             topic.to_owned(),
             plan.clone(),
         );
-        tokio::task::spawn_blocking(move || drain_blocking(&kafka, &group, &topic, plan))
+        tokio::task::spawn_blocking(move || drain_blocking(&kafka, &job, &topic, plan))
             .await
             .context("drain thread failed")?
     })
     .await
 }
 
-fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
+fn drain_blocking(kafka: &Kafka, job: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
     let DrainPlan {
         partitions,
         stored,
@@ -198,10 +247,16 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
     let queued_kbytes = (max_bytes / 4 / 1024).clamp(1 << 10, 64 << 10).to_string();
     let brokers = &kafka.brokers;
     let consumer: BaseConsumer = base_config(kafka)?
-        .set("group.id", group)
+        .set("group.id", group(job))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // Upstream producers may be transactional: read committed data only. The high watermark
+        // this consumer sees is then the last stable offset.
+        .set("isolation.level", "read_committed")
+        // Reaching the end is an event: the last offsets before it may be transaction markers,
+        // which are never delivered.
+        .set("enable.partition.eof", "true")
         .set("fetch.max.bytes", &fetch_bytes)
         // One partition is all a run usually reads: let a fetch bring as much as the whole one
         // (librdkafka's default, 1 MB, meant ~1,000 orders a round trip).
@@ -212,34 +267,42 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
 
     // Where to start and where to stop, per partition.
-    let mut targets: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
-    let mut budget = max as i64;
-    let mut tpl = TopicPartitionList::new();
-    for partition in partitions {
+    let mut marks = BTreeMap::new();
+    for partition in &partitions {
         let (low, high) = consumer
-            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
             .with_context(|| format!("reading offsets of {topic}/{partition} at {brokers}"))?;
-        let mut start = stored.get(&partition).copied().unwrap_or(low);
-        if start < low {
-            tracing::warn!(
-                topic,
-                partition,
-                start,
-                low,
-                "stored offset is below the log start (retention): resuming at {low}"
-            );
-            start = low;
+        marks.insert(*partition, (low, high));
+    }
+    let Planned {
+        targets,
+        gaps,
+        ahead,
+    } = plan_reads(&marks, &stored, max);
+    if !ahead.is_empty() {
+        return Err(AheadOfLog {
+            job: job.to_owned(),
+            topic: topic.to_owned(),
+            partitions: ahead,
         }
-        let end = high.min(start + budget.max(0));
-        if end > start {
-            budget -= end - start;
-            targets.insert(partition, (start, end));
-            tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
-        }
+        .into());
+    }
+    for gap in &gaps {
+        tracing::warn!(
+            topic,
+            partition = gap.partition,
+            "retention deleted offsets {}..{} before they were read: recorded in dwh.offset_gaps",
+            gap.from,
+            gap.to
+        );
     }
     let mut messages = Vec::new();
     let mut ranges = BTreeMap::new();
     if !targets.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        for (partition, (start, _)) in &targets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*start))?;
+        }
         consumer.assign(&tpl)?;
         let next = poll_until(
             &consumer,
@@ -261,8 +324,56 @@ fn drain_blocking(kafka: &Kafka, group: &str, topic: &str, plan: DrainPlan) -> R
         topic: topic.to_owned(),
         messages,
         ranges,
+        gaps,
         consumer: Some(consumer),
     })
+}
+
+/// What a drain reads, decided from the log's marks and the stored offsets before reading.
+#[derive(Debug, PartialEq, Eq)]
+struct Planned {
+    /// partition → (first offset to read, offset to stop before)
+    targets: BTreeMap<i32, (i64, i64)>,
+    gaps: Vec<Gap>,
+    /// (partition, stored, log end) where the stored offset is beyond the log
+    ahead: Vec<(i32, i64, i64)>,
+}
+
+/// Plan a drain: each partition from its stored offset (the log's start when none is stored or
+/// retention passed it, which is a [`Gap`]) to its end (the last stable offset), at most `max`
+/// messages in all, partitions in order. A stored offset beyond the end is reported, not read.
+fn plan_reads(
+    marks: &BTreeMap<i32, (i64, i64)>,
+    stored: &BTreeMap<i32, i64>,
+    max: usize,
+) -> Planned {
+    let mut planned = Planned {
+        targets: BTreeMap::new(),
+        gaps: Vec::new(),
+        ahead: Vec::new(),
+    };
+    let mut budget = max as i64;
+    for (&partition, &(low, high)) in marks {
+        let mut start = stored.get(&partition).copied().unwrap_or(low);
+        if start > high {
+            planned.ahead.push((partition, start, high));
+            continue;
+        }
+        if start < low {
+            planned.gaps.push(Gap {
+                partition,
+                from: start,
+                to: low,
+            });
+            start = low;
+        }
+        let end = high.min(start + budget.max(0));
+        if end > start {
+            budget -= end - start;
+            planned.targets.insert(partition, (start, end));
+        }
+    }
+    planned
 }
 
 /// The low and high watermark of every partition of `topic` (partition → (low, high)): what the
@@ -275,7 +386,9 @@ async fn watermarks_once(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i6
     let (kafka, topic) = (kafka.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let brokers = &kafka.brokers;
+        // The end a job can read to: the last stable offset, as its drain sees it.
         let consumer: BaseConsumer = base_config(&kafka)?
+            .set("isolation.level", "read_committed")
             .create()
             .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
         partitions(&consumer, brokers, &topic)?
@@ -292,6 +405,65 @@ async fn watermarks_once(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i6
     })
     .await
     .context("watermark thread failed")?
+}
+
+/// The consumer group a job commits its offsets to, for monitoring (`kafka-consumer-groups
+/// --describe --group dwh-stg` shows its lag).
+pub fn group(job: &str) -> String {
+    format!("dwh-{job}")
+}
+
+/// The offsets `group` committed in `topic` (partition → next offset), as Kafka's own tooling
+/// shows them; partitions without a commit are left out.
+pub async fn group_offsets(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    let (kafka, group, topic) = (kafka.clone(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let brokers = &kafka.brokers;
+        let consumer: BaseConsumer = base_config(&kafka)?
+            .set("group.id", &group)
+            .create()
+            .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+        let mut tpl = TopicPartitionList::new();
+        for partition in partitions(&consumer, brokers, &topic)? {
+            tpl.add_partition(&topic, partition);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, METADATA_TIMEOUT)
+            .with_context(|| format!("reading the offsets of group {group} at {brokers}"))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| Some((e.partition(), e.offset().to_raw().filter(|o| *o >= 0)?)))
+            .collect())
+    })
+    .await
+    .context("group offsets thread failed")?
+}
+
+/// Commit `offsets` (partition → next offset) of `topic` for `group`: monitoring only.
+pub async fn commit_group(
+    kafka: &Kafka,
+    group: &str,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (partition, next) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    let (kafka, group) = (kafka.clone(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let brokers = &kafka.brokers;
+        let consumer: BaseConsumer = base_config(&kafka)?
+            .set("group.id", &group)
+            .create()
+            .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .with_context(|| format!("committing the offsets of group {group} at {brokers}"))
+    })
+    .await
+    .context("group commit thread failed")?
 }
 
 fn partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<Vec<i32>> {
@@ -330,8 +502,7 @@ fn poll_until(
                 service: Service::Kafka,
                 reason: format!(
                     "Kafka did not deliver {topic} up to the offsets it reported within \
-                     {timeout:?} ({}); a record larger than the broker serves in one fetch \
-                     stops a partition there (tansu serves at most 5 MiB)",
+                     {timeout:?} ({})",
                     stalled.join(", ")
                 ),
             }
@@ -340,12 +511,32 @@ fn poll_until(
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = result.with_context(|| format!("consuming {topic}"))?;
+        let message = match result {
+            Ok(message) => message,
+            // The end of what is readable: whatever lies between the last message delivered and
+            // here are transaction markers or aborted messages, which never come.
+            Err(KafkaError::PartitionEOF(partition)) => {
+                if let Some((_, end)) = targets.get(&partition) {
+                    let at = position(consumer, topic, partition)?.min(*end);
+                    if at > next[&partition] {
+                        next.insert(partition, at);
+                        last_progress = Instant::now();
+                    }
+                }
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("consuming {topic}")),
+        };
         let partition = message.partition();
         let Some((_, end)) = targets.get(&partition) else {
             continue;
         };
-        if message.offset() >= *end || message.offset() < next[&partition] {
+        if message.offset() >= *end {
+            // Past the target: everything before it was delivered or skipped.
+            next.insert(partition, *end);
+            continue;
+        }
+        if message.offset() < next[&partition] {
             continue;
         }
         let polled = Polled {
@@ -363,11 +554,24 @@ fn poll_until(
     Ok(next)
 }
 
-/// A producer tuned for micro-batches: large queue, small linger, every replica acknowledges.
+/// The consumer's position in `partition`: the next offset it will deliver.
+fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<i64> {
+    let positions = consumer
+        .position()
+        .with_context(|| format!("reading the position in {topic}"))?;
+    Ok(positions
+        .find_partition(topic, partition)
+        .and_then(|p| p.offset().to_raw())
+        .unwrap_or(-1))
+}
+
+/// A producer tuned for micro-batches: large queue, small linger, every in-sync replica
+/// acknowledges, and idempotent, so a retry after a leader failover writes nothing twice.
 pub fn producer(kafka: &Kafka) -> Result<FutureProducer> {
     let brokers = &kafka.brokers;
     base_config(kafka)?
         .set("acks", "all")
+        .set("enable.idempotence", "true")
         // Unkeyed messages (the order service's) go to a random partition each, not in runs.
         .set("sticky.partitioning.linger.ms", "0")
         .set("linger.ms", "10")
@@ -387,7 +591,45 @@ fn message_timeout_ms() -> u64 {
 /// Messages handed to the producer whose acknowledgements are still to come.
 pub struct Sending {
     topic: String,
-    deliveries: Vec<DeliveryFuture>,
+    /// Each message's key and size, with its delivery.
+    deliveries: Vec<(String, usize, DeliveryFuture)>,
+}
+
+/// The broker (or the producer) refused a message as larger than the topic takes. Not retried:
+/// the same message would be refused again. It stays in the outbox, so nothing is lost.
+#[derive(Debug)]
+pub struct TooLarge {
+    pub topic: String,
+    pub key: String,
+    pub bytes: usize,
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Room for the record's overhead, rounded up to a whole KiB.
+        let needed = (self.bytes + 1024).div_ceil(1024) * 1024;
+        write!(
+            f,
+            "the message keyed {key} ({bytes} bytes) is larger than topic {topic} takes \
+             (its max.message.bytes); it stays in the outbox, nothing is lost. Raise the \
+             topic's limit, e.g. `kafka-configs.sh --bootstrap-server … --alter --entity-type \
+             topics --entity-name {topic} --add-config max.message.bytes={needed}`, and run \
+             again",
+            key = self.key,
+            bytes = self.bytes,
+            topic = self.topic,
+        )?;
+        if self.bytes > MAX_PUBLISHED_BYTES {
+            write!(f, " (dwh publishes at most {MAX_PUBLISHED_BYTES} bytes)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+fn too_large(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
 }
 
 /// Hand every `(key, value)` to the producer for `topic` without waiting for the broker: what
@@ -397,16 +639,27 @@ pub fn send(
     topic: &str,
     records: &[(String, String)],
 ) -> Result<Sending> {
-    let deliveries = records
-        .iter()
-        .map(|(key, value)| {
-            let record = FutureRecord::to(topic)
-                .key(key.as_str())
-                .payload(value.as_str());
-            producer.send_result(record).map_err(|(e, _)| e)
-        })
-        .collect::<Result<_, KafkaError>>()
-        .with_context(|| format!("queueing messages for {topic}"))?;
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let record = FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(value.as_str());
+        let bytes = key.len() + value.len();
+        match producer.send_result(record) {
+            Ok(delivery) => deliveries.push((key.clone(), bytes, delivery)),
+            Err((e, _)) if too_large(&e) => {
+                return Err(TooLarge {
+                    topic: topic.to_owned(),
+                    key: key.clone(),
+                    bytes,
+                }
+                .into())
+            }
+            Err((e, _)) => {
+                return Err(e).with_context(|| format!("queueing messages for {topic}"));
+            }
+        }
+    }
     Ok(Sending {
         topic: topic.to_owned(),
         deliveries,
@@ -417,12 +670,19 @@ impl Sending {
     /// Wait until the broker acknowledged every message; the first failure is the error.
     pub async fn acknowledged(self) -> Result<()> {
         let topic = &self.topic;
-        for delivery in self.deliveries {
-            delivery
-                .await
-                .context("the producer was dropped")?
-                .map_err(|(e, _)| e)
-                .with_context(|| format!("publishing to {topic}"))?;
+        for (key, bytes, delivery) in self.deliveries {
+            match delivery.await.context("the producer was dropped")? {
+                Ok(_) => {}
+                Err((e, _)) if too_large(&e) => {
+                    return Err(TooLarge {
+                        topic: topic.clone(),
+                        key,
+                        bytes,
+                    }
+                    .into())
+                }
+                Err((e, _)) => return Err(e).with_context(|| format!("publishing to {topic}")),
+            }
         }
         Ok(())
     }
@@ -435,11 +695,17 @@ pub fn flush(producer: &FutureProducer) -> Result<()> {
         .context("flushing the Kafka producer")
 }
 
-/// Create `topics` with `partitions` partitions, taking messages up to [`MAX_PUBLISHED_BYTES`];
+/// Create `topics` with `partitions` partitions and `replicas` copies of each (`None`: the
+/// cluster's `default.replication.factor`), taking messages up to [`MAX_PUBLISHED_BYTES`];
 /// existing topics are left as they are.
-pub async fn create_topics(kafka: &Kafka, topics: &[&str], partitions: i32) -> Result<Vec<String>> {
+pub async fn create_topics(
+    kafka: &Kafka,
+    topics: &[&str],
+    partitions: i32,
+    replicas: Option<i32>,
+) -> Result<Vec<String>> {
     retry::run(Service::Kafka, async || {
-        create_topics_once(kafka, topics, partitions).await
+        create_topics_once(kafka, topics, partitions, replicas).await
     })
     .await
 }
@@ -448,6 +714,7 @@ async fn create_topics_once(
     kafka: &Kafka,
     topics: &[&str],
     partitions: i32,
+    replicas: Option<i32>,
 ) -> Result<Vec<String>> {
     let brokers = &kafka.brokers;
     let admin: AdminClient<DefaultClientContext> = base_config(kafka)?
@@ -457,8 +724,13 @@ async fn create_topics_once(
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| {
-            NewTopic::new(t, partitions, TopicReplication::Fixed(1))
-                .set("max.message.bytes", &max_bytes)
+            // -1: the broker's default (CreateTopics v4, Kafka 2.4 and later).
+            NewTopic::new(
+                t,
+                partitions,
+                TopicReplication::Fixed(replicas.unwrap_or(-1)),
+            )
+            .set("max.message.bytes", &max_bytes)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
@@ -516,6 +788,50 @@ mod tests {
         let path = std::env::temp_dir().join(format!("dwh-kafka-ca-{}.pem", std::process::id()));
         std::fs::write(&path, cert.build().to_pem().unwrap()).unwrap();
         path
+    }
+
+    fn marks(list: &[(i32, i64, i64)]) -> BTreeMap<i32, (i64, i64)> {
+        list.iter()
+            .map(|(p, low, high)| (*p, (*low, *high)))
+            .collect()
+    }
+
+    #[test]
+    fn a_drain_reads_from_the_stored_offsets_to_the_end_within_the_budget() {
+        let planned = plan_reads(
+            &marks(&[(0, 0, 10), (1, 0, 10), (2, 0, 10)]),
+            &BTreeMap::from([(0, 4), (1, 10)]),
+            8,
+        );
+        // 0: 4..10 (6 messages); 1: nothing new; 2: never read, from the start, 2 left of 8.
+        assert_eq!(planned.targets, BTreeMap::from([(0, (4, 10)), (2, (0, 2))]));
+        assert!(planned.gaps.is_empty() && planned.ahead.is_empty());
+    }
+
+    #[test]
+    fn retention_past_the_stored_offset_is_a_gap_and_the_drain_starts_at_the_log() {
+        let planned = plan_reads(&marks(&[(0, 50, 60)]), &BTreeMap::from([(0, 20)]), 100);
+        assert_eq!(
+            planned.gaps,
+            vec![Gap {
+                partition: 0,
+                from: 20,
+                to: 50
+            }]
+        );
+        assert_eq!(planned.targets, BTreeMap::from([(0, (50, 60))]));
+    }
+
+    #[test]
+    fn a_stored_offset_beyond_the_log_is_reported_not_read() {
+        // A recreated topic: the new log is shorter than what the job had read of the old one.
+        let planned = plan_reads(
+            &marks(&[(0, 0, 3), (1, 0, 9)]),
+            &BTreeMap::from([(0, 120), (1, 9)]),
+            100,
+        );
+        assert_eq!(planned.ahead, vec![(0, 120, 3)]);
+        assert!(planned.targets.is_empty());
     }
 
     #[test]

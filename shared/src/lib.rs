@@ -15,6 +15,7 @@ pub mod jsonb;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod offsets;
 pub mod pg;
 pub mod pg_tls;
 pub mod progress;

@@ -13,9 +13,9 @@ use anyhow::{Context, Result};
 use prometheus::{Encoder, Gauge, Registry, TextEncoder};
 use tokio_postgres::GenericClient;
 
-use crate::batch::{self, Summary};
+use crate::batch::Summary;
 use crate::config::{Kafka, Postgres};
-use crate::{kafka, pg};
+use crate::{offsets, pg};
 
 /// Where to push each run's figures.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -38,16 +38,10 @@ pub async fn lag_per_partition<C: GenericClient>(
     job: &str,
     topic: &str,
 ) -> Result<BTreeMap<i32, i64>> {
-    let stored = batch::stored_offsets(client, job, topic)
-        .await
-        .with_context(|| format!("reading stored offsets of job {job}"))?;
-    let marks = kafka::watermarks(kafka, topic).await?;
-    Ok(marks
+    Ok(offsets::describe(client, kafka, job, topic, false)
+        .await?
         .into_iter()
-        .map(|(partition, (low, high))| {
-            let next = stored.get(&partition).copied().unwrap_or(low).max(low);
-            (partition, (high - next).max(0))
-        })
+        .map(|p| (p.partition, p.lag))
         .collect())
 }
 
