@@ -3,7 +3,8 @@
 #
 # After measure_setup: $dwh is the release binary, $work a scratch folder, DWH_REDIS_URL a
 # private redis-server of its own (the shared one's databases belong to the tests), and every
-# database made by use_db is dropped on exit (BENCH_KEEP=1 keeps them).
+# database made by use_db and topic named by use_topics is dropped on exit (BENCH_KEEP=1 keeps
+# them).
 
 CACHE="${DWH_CACHE:-$HOME/.cache/dwh}"
 export CARGO_TARGET_DIR="${DWH_RELEASE_TARGET_DIR:-$CACHE/target-release}"
@@ -19,6 +20,7 @@ measure_setup() {
     dwh="$CARGO_TARGET_DIR/release/dwh"
     work=$(mktemp -d)
     dbs=()
+    topics=()
     redis_pid=""
     trap measure_cleanup EXIT
     local port=6390
@@ -36,14 +38,19 @@ measure_cleanup() {
         for db in "${dbs[@]}"; do
             psql "$PG_ADMIN" -X -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
         done
+        for topic in "${topics[@]}"; do
+            scripts/kafka/node tool org.apache.kafka.tools.TopicCommand \
+                --bootstrap-server "${DWH_KAFKA_BROKERS:-127.0.0.1:9092}" --delete --if-exists \
+                --topic "$topic" >/dev/null 2>&1 || true
+        done
     fi
     rm -rf "$work"
 }
 
-# use_topics NAME: the pipeline's three topics named after NAME. Topics are never deleted (see
-# README, the broker): each measurement uses new names.
+# use_topics NAME: the pipeline's three topics named after NAME (deleted on exit).
 use_topics() {
     export DWH_ORDERS_TOPIC="$1-orders" DWH_STG_TOPIC="$1-stg" DWH_DDS_TOPIC="$1-dds"
+    topics+=("$1-.*")
 }
 
 # use_db NAME [MIGRATE ARGS…]: a fresh migrated database (dropped on exit); `dwh migrate` also
@@ -114,7 +121,7 @@ machine() {
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, \
 $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM; \
 $(psql "$PG_ADMIN" -X -A -t -c 'SHOW server_version' | cut -d' ' -f1 | sed 's/^/PostgreSQL /'); \
-tansu (SQLite storage)"
+Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml) (one KRaft node)"
 }
 
 # append_result FILE TITLE TEXT: append TEXT under a dated heading with the commit and machine.
