@@ -332,9 +332,9 @@ async fn assert_documents(env: &Env, documents: &[hostile::Document]) {
     }
 }
 
-/// Messages of 10 MB. tansu takes them but never delivers them (it serves at most 5 MiB per fetch
-/// and nothing of a larger record), so they come in the other way into STG's load: an archived
-/// batch, which `dwh backfill` loads through the same parse, dead letters and merge as `dwh stg`.
+/// Messages of 10 MB. The orders topic refuses them (`dwh migrate` makes it with
+/// max.message.bytes of 5 MiB), so they come in the other way into STG's load: an archived batch,
+/// which `dwh backfill` loads through the same parse, dead letters and merge as `dwh stg`.
 #[tokio::test]
 async fn ten_megabyte_messages_are_dead_lettered_and_their_batch_loads() {
     let env = Env::new().await;

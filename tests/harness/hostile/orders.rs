@@ -206,7 +206,7 @@ pub(super) const REFUSED: &[(&str, usize)] = &[
     ("invalid UTF-8", 700),
     (r"\u0000 in a string", 700),
     ("an unpaired surrogate", 600),
-    ("over 1 MiB (up to 5 MB, the most tansu delivers)", 4),
+    ("over 1 MiB (up to 5 MB, the orders topic's limit)", 4),
     ("nested too deep", 400),
     ("a number out of range", 800),
     ("NaN-like", 400),
@@ -278,7 +278,7 @@ pub(super) fn refused(class: &str, order: Value, rng: &mut Rng, n: usize) -> Vec
             }
             .into_bytes();
         }
-        "over 1 MiB (up to 5 MB, the most tansu delivers)" => {
+        "over 1 MiB (up to 5 MB, the orders topic's limit)" => {
             let mut bytes = text.into_bytes();
             match n {
                 0 => bytes.resize(DOCUMENT_BOUND + 1, b' '),
