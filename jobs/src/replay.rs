@@ -122,6 +122,9 @@ const CHUNK: usize = 10_000;
 pub async fn run(args: &Args) -> Result<String> {
     let mut orders = 0usize;
     let mut documents = 0usize;
+    // The orders topic exists and the brokers let us in (a refusal is one line at once; a
+    // producer alone would only time out).
+    kafka::topic_partitions(&args.kafka, &args.kafka.orders_topic).await?;
     let producer = kafka::producer(&args.kafka)?;
     let mut redis = None;
     for file in files(&args.paths)? {

@@ -11,6 +11,11 @@
 //!
 //! [`name_service`] puts the service and its masked address in front of an error that does not
 //! name it yet, so a run that ends on an outage says in one line what was away.
+//!
+//! A service that answers and refuses the run is [`Refused`]: never retried. Kafka says why only
+//! to librdkafka's error callback (a call waiting for a broker just times out, as in an outage);
+//! [`kafka_refusal`] reads those reports: SASL authentication failed, a certificate that did not
+//! verify, a TLS handshake that failed.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -75,6 +80,23 @@ impl fmt::Display for NotReady {
 }
 
 impl std::error::Error for NotReady {}
+
+/// A service that answered and refused the run — wrong credentials, a certificate that does not
+/// verify: trying again cannot help, so it ends the step at once. The reason names the service
+/// and where it is.
+#[derive(Debug)]
+pub struct Refused {
+    pub service: Service,
+    pub reason: String,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// The last error of a step that was retried until a bound, with how long it was tried.
 #[derive(Debug)]
@@ -182,6 +204,9 @@ pub fn diagnose(error: &anyhow::Error) -> Option<(Service, bool)> {
         if let Some(e) = cause.downcast_ref::<NotReady>() {
             return Some((e.service, true));
         }
+        if let Some(e) = cause.downcast_ref::<Refused>() {
+            return Some((e.service, false));
+        }
     }
     None
 }
@@ -244,6 +269,82 @@ fn kafka_transient(error: &KafkaError) -> bool {
                 | CoordinatorNotAvailable
         )
     )
+}
+
+/// What a broker refused a Kafka client for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaRefusalKind {
+    /// SASL: wrong user name or password, or a mechanism the broker does not take.
+    Sasl,
+    /// The broker's certificate did not verify: no trusted CA signed it, or it names other hosts.
+    Certificate,
+    /// Another TLS failure: a protocol or cipher the broker does not speak, no certificate.
+    Tls,
+}
+
+/// A refusal librdkafka reported through its error callback, as [`kafka_refusal`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRefusal {
+    pub kind: KafkaRefusalKind,
+    /// The broker that refused (`host:port`), when the report names it.
+    pub broker: Option<String>,
+    /// librdkafka's words without its broker prefix and its `(after 5ms in state …)` suffix.
+    pub detail: String,
+}
+
+/// Whether an error librdkafka reported to its error callback (`code`, `reason`) says a broker
+/// refused the client rather than being away, and what for. Such a report is the only place the
+/// reason shows: the call that waited for a usable broker just times out.
+///
+/// `reason` reads like `sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error:
+/// Authentication failed … (after 9ms in state AUTH_REQ)`. A TLS error is a refusal unless it is
+/// the connection failing under the handshake (`SSL transport error: …`, a passing outage);
+/// librdkafka reports a disconnect during the handshake as a transport error, not as TLS.
+pub fn kafka_refusal(code: RDKafkaErrorCode, reason: &str) -> Option<KafkaRefusal> {
+    use RDKafkaErrorCode::*;
+    let (broker, detail) = split_broker_report(reason);
+    let kind = match code {
+        Authentication | SaslAuthenticationFailed | UnsupportedSASLMechanism | IllegalSASLState => {
+            KafkaRefusalKind::Sasl
+        }
+        SSL if detail.contains("SSL transport error") => return None,
+        SSL if ["certificate verify failed", "verify broker certificate"]
+            .iter()
+            .any(|needle| detail.contains(needle)) =>
+        {
+            KafkaRefusalKind::Certificate
+        }
+        SSL => KafkaRefusalKind::Tls,
+        _ => return None,
+    };
+    Some(KafkaRefusal {
+        kind,
+        broker,
+        detail,
+    })
+}
+
+/// `proto://host:port/id: what (after Nms in state S)` → (`host:port`, `what`).
+fn split_broker_report(reason: &str) -> (Option<String>, String) {
+    let mut detail = reason.trim();
+    let mut broker = None;
+    if let Some((name, rest)) = detail.split_once(": ") {
+        if let Some((_, address)) = name.split_once("://") {
+            broker = address.split('/').next().map(str::to_owned);
+            detail = rest;
+        }
+    }
+    if let Some(at) = detail.rfind(" (after ") {
+        if detail.ends_with(')') && detail[at..].contains(" in state ") {
+            detail = &detail[..at];
+        }
+    }
+    // A listener without SASL lists no mechanisms.
+    let detail = detail.trim_end();
+    let detail = detail
+        .strip_suffix(": broker's supported mechanisms:")
+        .unwrap_or(detail);
+    (broker.filter(|b| !b.is_empty()), detail.to_owned())
 }
 
 /// An `io::Error` among the causes that a reconnect may cure.
@@ -381,6 +482,110 @@ mod tests {
             })
             .await;
         assert_eq!(calls, 1, "--retry-max-secs 0 retries nothing");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried() {
+        let mut calls = 0;
+        let error = quick(5)
+            .run(Service::Kafka, async || -> anyhow::Result<()> {
+                calls += 1;
+                Err(Refused {
+                    service: Service::Kafka,
+                    reason: "Kafka at b:9093: SASL authentication failed".to_owned(),
+                }
+                .into())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1);
+        assert_eq!(diagnose(&error), Some((Service::Kafka, false)));
+        // It names the service already: nothing is put in front.
+        let kafka = Kafka {
+            brokers: "b:9093".to_owned(),
+            orders_topic: "o".to_owned(),
+            stg_topic: "s".to_owned(),
+            dds_topic: "d".to_owned(),
+            security_protocol: "sasl_ssl".to_owned(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ca_file: None,
+        };
+        let endpoints = Endpoints {
+            kafka: Some(&kafka),
+            ..Endpoints::default()
+        };
+        assert_eq!(
+            error_line(&name_service(error, &endpoints)),
+            "Kafka at b:9093: SASL authentication failed"
+        );
+    }
+
+    #[test]
+    fn librdkafka_reports_of_refusals_are_told_from_outages() {
+        use RDKafkaErrorCode::*;
+        let sasl = kafka_refusal(
+            SaslAuthenticationFailed,
+            "sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error: Authentication \
+             failed during authentication due to invalid credentials with SASL mechanism \
+             SCRAM-SHA-512 (after 12ms in state AUTH_REQ)",
+        )
+        .unwrap();
+        assert_eq!(sasl.kind, KafkaRefusalKind::Sasl);
+        assert_eq!(sasl.broker.as_deref(), Some("127.0.0.1:9093"));
+        assert_eq!(
+            sasl.detail,
+            "SASL authentication error: Authentication failed during authentication due to \
+             invalid credentials with SASL mechanism SCRAM-SHA-512"
+        );
+        let certificate = kafka_refusal(
+            SSL,
+            "sasl_ssl://[::1]:9093/1: SSL handshake failed: error:0A000086:SSL \
+             routines::certificate verify failed: broker certificate could not be verified \
+             (after 3ms in state SSL_HANDSHAKE)",
+        )
+        .unwrap();
+        assert_eq!(certificate.kind, KafkaRefusalKind::Certificate);
+        assert_eq!(certificate.broker.as_deref(), Some("[::1]:9093"));
+        let tls = kafka_refusal(
+            SSL,
+            "ssl://b:9093/bootstrap: SSL handshake failed: error:0A00010B:SSL routines::wrong \
+             version number (after 1ms in state SSL_HANDSHAKE)",
+        )
+        .unwrap();
+        assert_eq!(tls.kind, KafkaRefusalKind::Tls);
+        assert_eq!(
+            tls.detail,
+            "SSL handshake failed: error:0A00010B:SSL routines::wrong version number"
+        );
+        let no_sasl = kafka_refusal(
+            Authentication,
+            "sasl_plaintext://b:9092/bootstrap: SASL PLAIN mechanism handshake failed: Broker: \
+             Request not valid in current SASL state: broker's supported mechanisms:  (after \
+             2ms in state AUTH_HANDSHAKE)",
+        )
+        .unwrap();
+        assert_eq!(
+            no_sasl.detail,
+            "SASL PLAIN mechanism handshake failed: Broker: Request not valid in current SASL state"
+        );
+        // Outages: the connection failing, under TLS or not.
+        for (code, reason) in [
+            (
+                SSL,
+                "ssl://b:9093/bootstrap: SSL handshake failed: SSL transport error: Connection \
+                 timed out (after 9ms in state SSL_HANDSHAKE)",
+            ),
+            (
+                BrokerTransportFailure,
+                "sasl_ssl://b:9093/bootstrap: Connect to ipv4#127.0.0.1:9093 failed: \
+                 Connection refused (after 0ms in state CONNECT)",
+            ),
+            (AllBrokersDown, "1/1 brokers are down"),
+        ] {
+            assert_eq!(kafka_refusal(code, reason), None, "{reason}");
+        }
     }
 
     #[test]
