@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use harness::oracle::Oracle;
-use harness::Env;
+use harness::{eventually, Env};
 use serde_json::Value;
 
 /// `dwh status --json [extra]`: (exit code, parsed output).
@@ -151,12 +151,16 @@ async fn status_shows_the_testdata_demo_exactly_and_exits_2_when_stale() {
     let (code, s) = status(&env, &[]);
     assert_eq!(code, 0, "{s}");
     assert_eq!(job(&s, "stg")["lag"], oracle.lines as i64);
-    let (code, s) = status(&env, &["--stale-secs", "0"]);
-    assert_eq!(code, 2, "{s}");
+    // The smallest threshold, 1 s (0 is a bad flag): stale once the newest batch is older.
+    let s = eventually(Duration::from_secs(30), "stg to be stale", || async {
+        let (code, s) = status(&env, &["--stale-secs", "1"]);
+        (code == 2).then_some(s)
+    })
+    .await;
     assert_eq!(s["healthy"], false);
     assert_eq!(job(&s, "stg")["stale"], true);
     assert_eq!(job(&s, "dds")["stale"], false, "nothing waits for dds");
-    let out = env.dwh(&["status", "--stale-secs", "0"]);
+    let out = env.dwh(&["status", "--stale-secs", "1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("STALE: stg"));
 

@@ -12,7 +12,7 @@
 use anyhow::{Context, Result};
 use dwh_shared::archive::{self, Archive, Kind};
 use dwh_shared::batch::{self, Job, Run};
-use dwh_shared::config::{Bounds, Kafka, Postgres};
+use dwh_shared::config::{Kafka, OrdersTopic, Postgres, Share, StgTopic};
 use dwh_shared::kafka::Drained;
 use dwh_shared::progress::Progress;
 
@@ -21,22 +21,30 @@ use crate::stg::{self, Dictionaries, Stg};
 /// `dwh backfill`: load archived batches into STG and publish them to the STG topic again.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The archive to rebuild from: a folder or s3://bucket/prefix
+    #[arg(
+        long = "from-archive",
+        env = "DWH_BACKFILL_ARCHIVE",
+        value_name = "URL"
+    )]
+    pub from: String,
+    /// Only files whose messages reach this time or later (2023-10-02, "2023-10-02 09:15:41",
+    /// RFC 3339; UTC)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only files whose messages start before this time
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
     #[command(flatten)]
     pub pg: Postgres,
     #[command(flatten)]
     pub kafka: Kafka,
     #[command(flatten)]
-    pub bounds: Bounds,
-    /// The archive to rebuild from: a folder or s3://bucket/prefix
-    #[arg(long = "from-archive", env = "DWH_BACKFILL_ARCHIVE")]
-    pub from: String,
-    /// Only files whose messages reach this time or later (2023-10-02, "2023-10-02 09:15:41",
-    /// RFC 3339; UTC)
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Only files whose messages start before this time
-    #[arg(long)]
-    pub until: Option<String>,
+    pub orders: OrdersTopic,
+    #[command(flatten)]
+    pub stg: StgTopic,
+    #[command(flatten)]
+    pub share: Share,
 }
 
 pub async fn run(args: &Args) -> Result<String> {
@@ -45,16 +53,16 @@ pub async fn run(args: &Args) -> Result<String> {
     let archive = Archive::open(&args.from)?;
     let entries = archive.list(since, until).await?;
 
-    let topic = &args.kafka.orders_topic;
+    let topic = &args.orders.name;
     let Some((mut run, mut summary)) =
-        Run::resume(Stg::NAME, &args.pg, &args.kafka, &args.bounds, topic).await?
+        Run::resume(Stg::NAME, &args.pg, &args.kafka, &args.share, topic).await?
     else {
         return Ok("backfill: another stg run holds the lock; nothing done".into());
     };
     let mut job = Stg {
         dictionaries: Dictionaries::Archived(Vec::new()),
-        source: args.kafka.orders_topic.clone(),
-        target: args.kafka.stg_topic.clone(),
+        source: args.orders.name.clone(),
+        target: args.stg.name.clone(),
         archive: None,
     };
     let progress = Progress::new("archive files", entries.len() as u64);

@@ -19,12 +19,19 @@ use dwh_shared::pg;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Order files (JSON lines, one message value a line)
-    #[arg(required = true)]
+    #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub pg: Postgres,
     /// Rows per COPY and transaction (as one `dwh stg` run)
-    #[arg(long, env = "DWH_MAX_MESSAGES", default_value_t = 200_000)]
+    #[arg(
+        long,
+        env = "DWH_MAX_MESSAGES",
+        value_name = "N",
+        default_value_t = 200_000,
+        value_parser = dwh_shared::config::positive::<usize>,
+        allow_negative_numbers = true
+    )]
     pub max_messages: usize,
 }
 

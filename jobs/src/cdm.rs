@@ -11,9 +11,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
 use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
-use dwh_shared::config::{Bounds, Kafka, Postgres, Worker};
+use dwh_shared::config::{positive, Bounds, DdsTopic, Kafka, Postgres, Share, Worker};
 use dwh_shared::frames;
 use dwh_shared::kafka::Drained;
+use dwh_shared::metrics::Push;
 use dwh_shared::model::AffectedUser;
 use dwh_shared::pg;
 use dwh_shared::progress::Progress;
@@ -25,29 +26,50 @@ use uuid::Uuid;
 /// `dwh cdm`: recompute the showcases of the users DDS reported.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Recompute every user's showcases (after a backfill, a bug fix or a change of tag rules)
+    #[arg(long)]
+    pub full: bool,
+    /// Users recomputed at a time: per transaction by --full, per step of an incremental run
+    #[arg(
+        long,
+        env = "DWH_CDM_CHUNK",
+        value_name = "N",
+        default_value_t = 5_000,
+        value_parser = positive::<i64>,
+        allow_negative_numbers = true
+    )]
+    pub chunk: i64,
     #[command(flatten)]
     pub pg: Postgres,
     #[command(flatten)]
     pub kafka: Kafka,
     #[command(flatten)]
+    pub dds: DdsTopic,
+    #[command(flatten)]
     pub bounds: Bounds,
-    /// Recompute every user's showcases (after a backfill, a bug fix or a change of tag rules)
-    #[arg(long)]
-    pub full: bool,
-    /// Users recomputed at a time: per transaction by --full, per step of an incremental run
-    #[arg(long, env = "DWH_CDM_CHUNK", default_value_t = 5_000)]
-    pub chunk: i64,
+    #[command(flatten)]
+    pub share: Share,
+    #[command(flatten)]
+    pub push: Push,
 }
 
 pub async fn run(args: &Args) -> Result<Summary> {
     if args.full {
         return full(args).await;
     }
-    let topic = &args.kafka.dds_topic;
+    let topic = &args.dds.name;
     let mut job = Cdm {
-        chunk: args.chunk.max(1) as usize,
+        chunk: args.chunk as usize,
     };
-    batch::run(&mut job, &args.pg, &args.kafka, topic, &args.bounds).await
+    batch::run(
+        &mut job,
+        &args.pg,
+        &args.kafka,
+        topic,
+        &args.bounds,
+        &args.share,
+    )
+    .await
 }
 
 /// The CDM load step: the affected users are recomputed `chunk` at a time (in the batch's one
@@ -79,12 +101,12 @@ impl Job for Cdm {
 /// Recompute every user, `chunk` users per transaction, so memory stays bounded.
 async fn full(args: &Args) -> Result<Summary> {
     // Every partition: no incremental run may recompute a user while --full does.
-    let bounds = Bounds {
+    let share = Share {
         worker: Worker::ALL,
-        ..args.bounds.clone()
+        ..args.share.clone()
     };
-    let topic = &args.kafka.dds_topic;
-    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka, &bounds, topic).await? else {
+    let topic = &args.dds.name;
+    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka, &share, topic).await? else {
         return Ok(Summary::skipped());
     };
     let chunk = args.chunk;

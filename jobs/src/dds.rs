@@ -15,8 +15,9 @@ use arrow::array::{
 };
 use chrono::NaiveDateTime;
 use dwh_shared::batch::{self, Job, Loaded, Summary};
-use dwh_shared::config::{Bounds, Kafka, Postgres};
+use dwh_shared::config::{Bounds, DdsTopic, Kafka, Postgres, Share, StgTopic};
 use dwh_shared::kafka::Drained;
+use dwh_shared::metrics::Push;
 use dwh_shared::model::{parse_ts, StgOrder};
 use dwh_shared::pg;
 use dwh_shared::vault::{self, hashdiff, hub_key, link_key};
@@ -32,20 +33,29 @@ pub struct Args {
     #[command(flatten)]
     pub kafka: Kafka,
     #[command(flatten)]
+    pub stg: StgTopic,
+    #[command(flatten)]
+    pub dds: DdsTopic,
+    #[command(flatten)]
     pub bounds: Bounds,
+    #[command(flatten)]
+    pub share: Share,
+    #[command(flatten)]
+    pub push: Push,
 }
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let mut job = Dds {
-        source: format!("kafka:{}", args.kafka.stg_topic),
-        target: args.kafka.dds_topic.clone(),
+        source: format!("kafka:{}", args.stg.name),
+        target: args.dds.name.clone(),
     };
     batch::run(
         &mut job,
         &args.pg,
         &args.kafka,
-        &args.kafka.stg_topic,
+        &args.stg.name,
         &args.bounds,
+        &args.share,
     )
     .await
 }

@@ -14,7 +14,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use dwh_shared::archive::{self, Archive};
-use dwh_shared::config::Postgres;
+use dwh_shared::config::{positive, Postgres};
 use dwh_shared::pg;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
@@ -24,14 +24,21 @@ use tokio_postgres::{Row, Transaction};
 /// `dwh export`: write the three showcases as Parquet.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[command(flatten)]
-    pub pg: Postgres,
     /// Where to write: a folder, or s3://bucket/prefix (credentials from AWS_* env vars)
-    #[arg(long = "out", env = "DWH_EXPORT_OUT")]
+    #[arg(long = "out", env = "DWH_EXPORT_OUT", value_name = "DIR|URL")]
     pub out: String,
     /// Rows per chunk (one Parquet row group); bounds the memory used
-    #[arg(long, env = "DWH_EXPORT_CHUNK", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "DWH_EXPORT_CHUNK",
+        value_name = "N",
+        default_value_t = 100_000,
+        value_parser = positive::<usize>,
+        allow_negative_numbers = true
+    )]
     pub chunk: usize,
+    #[command(flatten)]
+    pub pg: Postgres,
 }
 
 /// The showcases and the query that reads each.
@@ -60,7 +67,7 @@ pub async fn run(args: &Args) -> Result<String> {
             .read_only(true)
             .start()
             .await?;
-        let rows = export(&tx, &out, table, sql, args.chunk.max(1))
+        let rows = export(&tx, &out, table, sql, args.chunk)
             .await
             .with_context(|| format!("exporting cdm.{table} to {}", out.url()))?;
         tx.commit().await?;

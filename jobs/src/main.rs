@@ -1,7 +1,7 @@
 //! `dwh`: parses the command line, sets up logging, runs one job, prints its summary line.
 //!
 //! Any error ends the run with one plain line on stderr naming what failed and where, and a
-//! non-zero exit code; a bad flag is reported by clap the same way.
+//! non-zero exit code; a bad flag is one line too (clap's message on one line, exit 2).
 
 mod backfill;
 mod baseline;
@@ -15,9 +15,9 @@ mod report;
 mod status;
 mod stg;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use dwh_shared::batch::Summary;
-use dwh_shared::config::{Kafka, Postgres, Retry};
+use dwh_shared::config::{Kafka, Postgres, Retry, RetryArgs};
 use dwh_shared::metrics;
 use dwh_shared::retry::{self, Endpoints};
 
@@ -34,9 +34,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    push: metrics::Push,
-    #[command(flatten)]
-    retry: Retry,
+    retry: RetryArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +84,17 @@ impl Command {
         }
     }
 
+    /// How long this command rides out a service that is away unless `--retry-max-secs` says:
+    /// a job a minute, a command a person waits for a few seconds.
+    fn default_retry_secs(&self) -> u64 {
+        match self {
+            Command::Status(_) | Command::Report(_) | Command::Export(_) | Command::Offsets(_) => {
+                Retry::BY_HAND_MAX_SECS
+            }
+            _ => Retry::JOB_MAX_SECS,
+        }
+    }
+
     /// The services this command talks to, to name them in its errors.
     fn endpoints(&self) -> Endpoints<'_> {
         let (postgres, redis, kafka) = match self {
@@ -115,6 +124,60 @@ impl Command {
 fn error_line(command: &Command, error: anyhow::Error) -> String {
     let error = retry::name_service(error, &command.endpoints());
     format!("dwh {}: {}", command.name(), dwh_shared::error_line(&error))
+}
+
+/// Parse the command line. A bad flag ends the run like any other error: one line (clap's message
+/// without its usage block, naming the flag), exit code 2; `--help` and `--version` print as usual.
+fn parse() -> Cli {
+    use clap::error::ErrorKind;
+    let error = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(error) => error,
+    };
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    // The subcommand is the first argument that names one (before it come only the global
+    // flags, whose values are numbers).
+    let names: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let command = std::env::args()
+        .skip(1)
+        .find(|a| names.contains(a))
+        .map_or("dwh".to_owned(), |name| format!("dwh {name}"));
+    eprintln!("{}", flag_error_line(&command, &error.render().to_string()));
+    std::process::exit(2);
+}
+
+/// clap's rendered error on one line: `dwh <command>: <message> (see `dwh <command> --help`)`.
+fn flag_error_line(command: &str, rendered: &str) -> String {
+    let mut message = String::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.strip_prefix("error: ").unwrap_or(line);
+        if message.is_empty() {
+            message.push_str(line);
+        } else if line.starts_with("tip:") {
+            message.push_str("; ");
+            message.push_str(line);
+        } else if !message.contains(line) {
+            message.push(' ');
+            message.push_str(line);
+        }
+    }
+    format!("{command}: {message} (see `{command} --help`)")
 }
 
 fn init_logging() {
@@ -148,11 +211,10 @@ async fn finish(
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     init_logging();
-    retry::configure(&cli.retry);
+    retry::configure(&cli.retry.policy(cli.command.default_retry_secs()));
     let name = cli.command.name();
-    let push = &cli.push;
     if let Command::Status(args) = &cli.command {
         return status::run(args).await.unwrap_or_else(|error| {
             eprintln!("{}", error_line(&cli.command, error));
@@ -162,17 +224,17 @@ async fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Stg(args) => {
-            let to = (&args.pg, &args.kafka, args.kafka.orders_topic.as_str());
-            finish(name, stg::run(args).await, push, to).await
+            let to = (&args.pg, &args.kafka, args.orders.name.as_str());
+            finish(name, stg::run(args).await, &args.push, to).await
         }
         Command::Snapshot(args) => stg::snapshot(args).await.map(|s| s.line(name)),
         Command::Dds(args) => {
-            let to = (&args.pg, &args.kafka, args.kafka.stg_topic.as_str());
-            finish(name, dds::run(args).await, push, to).await
+            let to = (&args.pg, &args.kafka, args.stg.name.as_str());
+            finish(name, dds::run(args).await, &args.push, to).await
         }
         Command::Cdm(args) => {
-            let to = (&args.pg, &args.kafka, args.kafka.dds_topic.as_str());
-            finish(name, cdm::run(args).await, push, to).await
+            let to = (&args.pg, &args.kafka, args.dds.name.as_str());
+            finish(name, cdm::run(args).await, &args.push, to).await
         }
         Command::Replay(args) => replay::run(args).await,
         Command::Backfill(args) => backfill::run(args).await,
@@ -192,5 +254,29 @@ async fn main() -> std::process::ExitCode {
             eprintln!("{}", error_line(&cli.command, error));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flag_error_line;
+
+    #[test]
+    fn a_bad_flag_is_one_line_naming_it_and_where_to_look() {
+        let rendered = "error: unexpected argument '--chunks' found\n\n  tip: a similar argument \
+                        exists: '--chunk'\n\nUsage: dwh cdm [OPTIONS]\n\nFor more information, \
+                        try '--help'.\n";
+        assert_eq!(
+            flag_error_line("dwh cdm", rendered),
+            "dwh cdm: unexpected argument '--chunks' found; tip: a similar argument exists: \
+             '--chunk' (see `dwh cdm --help`)"
+        );
+        let missing = "error: the following required arguments were not provided:\n  \
+                       --from-archive <URL>\n\nUsage: dwh backfill --from-archive <URL>\n";
+        assert_eq!(
+            flag_error_line("dwh backfill", missing),
+            "dwh backfill: the following required arguments were not provided: --from-archive \
+             <URL> (see `dwh backfill --help`)"
+        );
     }
 }

@@ -3,25 +3,40 @@
 //! Safe to run any time: applied migrations are recorded and skipped, existing topics are kept.
 
 use anyhow::Result;
-use dwh_shared::config::{Kafka, Postgres};
+use dwh_shared::config::{positive, Kafka, Postgres, Topics};
 use dwh_shared::{kafka, pg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[command(flatten)]
-    pub pg: Postgres,
-    #[command(flatten)]
-    pub kafka: Kafka,
     /// Partitions of the topics this creates (existing topics are left as they are)
-    #[arg(long, env = "DWH_PARTITIONS", default_value_t = 1)]
+    #[arg(
+        long,
+        env = "DWH_PARTITIONS",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = positive::<i32>,
+        allow_negative_numbers = true
+    )]
     pub partitions: i32,
     /// Copies of each partition in the topics this creates (default: the cluster's
     /// default.replication.factor)
-    #[arg(long, env = "DWH_REPLICATION_FACTOR", value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(
+        long,
+        env = "DWH_REPLICATION_FACTOR",
+        value_name = "N",
+        value_parser = positive::<i32>,
+        allow_negative_numbers = true
+    )]
     pub replication_factor: Option<i32>,
     /// Only migrate PostgreSQL; leave Kafka alone
     #[arg(long)]
     pub skip_topics: bool,
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub kafka: Kafka,
+    #[command(flatten)]
+    pub topics: Topics,
 }
 
 pub async fn run(args: &Args) -> Result<String> {
@@ -31,11 +46,11 @@ pub async fn run(args: &Args) -> Result<String> {
     let mut created = Vec::new();
     let mut differing = String::new();
     if !args.skip_topics {
-        let k = &args.kafka;
+        let (k, t) = (&args.kafka, &args.topics);
         let topics = [
-            k.orders_topic.as_str(),
-            k.stg_topic.as_str(),
-            k.dds_topic.as_str(),
+            t.orders.name.as_str(),
+            t.stg.name.as_str(),
+            t.dds.name.as_str(),
         ];
         created =
             kafka::create_topics(k, &topics, args.partitions, args.replication_factor).await?;

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Result;
-use dwh_shared::config::{Kafka, Postgres};
+use dwh_shared::config::{non_negative, Kafka, Postgres, Topics};
 use dwh_shared::offsets::{self, PartitionOffsets, ResetTo};
 use dwh_shared::pg;
 use serde::Serialize;
@@ -19,26 +19,40 @@ use crate::status::jobs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[command(flatten)]
-    pub pg: Postgres,
-    #[command(flatten)]
-    pub kafka: Kafka,
     /// The job to show or reset (default: show all three)
-    #[arg(value_parser = ["stg", "dds", "cdm"])]
+    #[arg(value_name = "JOB", value_parser = ["stg", "dds", "cdm"])]
     pub job: Option<String>,
     /// Move the job's stored offsets to `earliest` (the log's start), `latest` (its end) or an
     /// offset; the job's runs must not be running (its locks are taken)
     #[arg(long, value_name = "TO", requires = "job")]
     pub reset: Option<ResetTo>,
     /// With --reset: only this partition (repeatable; default every partition)
-    #[arg(long = "partition", value_name = "N", requires = "reset")]
+    #[arg(
+        long = "partition",
+        value_name = "N",
+        requires = "reset",
+        value_parser = non_negative::<i32>
+    )]
     pub partitions: Vec<i32>,
-    /// How long --reset waits for a running job's locks before giving up
-    #[arg(long, env = "DWH_LOCK_WAIT_SECS", default_value_t = 10)]
+    /// How long --reset waits for a running job's locks before giving up (0: do not wait)
+    #[arg(
+        long,
+        env = "DWH_LOCK_WAIT_SECS",
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = non_negative::<u64>,
+        allow_negative_numbers = true
+    )]
     pub lock_wait_secs: u64,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub kafka: Kafka,
+    #[command(flatten)]
+    pub topics: Topics,
 }
 
 /// One job's partitions, as shown.
@@ -51,7 +65,7 @@ struct JobOffsets {
 
 pub async fn run(args: &Args) -> Result<String> {
     let mut client = pg::connect(&args.pg).await?;
-    let chosen: Vec<(&str, &str)> = jobs(&args.kafka)
+    let chosen: Vec<(&str, &str)> = jobs(&args.topics)
         .into_iter()
         .filter(|(job, _)| args.job.as_deref().is_none_or(|j| j == *job))
         .collect();

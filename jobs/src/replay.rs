@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use dwh_shared::config::{Kafka, Redis};
+use dwh_shared::config::{Kafka, OrdersTopic, Redis};
 use dwh_shared::kafka;
 use dwh_shared::progress::Progress;
 use rdkafka::producer::FutureRecord;
@@ -18,15 +18,17 @@ use rdkafka::producer::FutureRecord;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Order and dictionary files (JSON lines), or folders of them
-    #[arg(required = true)]
+    #[arg(value_name = "PATH", required = true)]
     pub paths: Vec<PathBuf>,
     /// Pace the orders, e.g. `5/min` or `100/s` (default: as fast as possible)
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: Option<Duration>,
     #[command(flatten)]
     pub redis: Redis,
     #[command(flatten)]
     pub kafka: Kafka,
+    #[command(flatten)]
+    pub orders: OrdersTopic,
 }
 
 /// `N/s`, `N/min` or `N/h` as the pause between two messages.
@@ -42,10 +44,10 @@ fn parse_rate(raw: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         other => return Err(format!("unknown unit {other:?}: use s, min or h")),
     };
-    if count <= 0.0 {
+    if count.is_nan() || count <= 0.0 {
         return Err("the rate must be positive".into());
     }
-    Ok(Duration::from_secs_f64(per / count))
+    Duration::try_from_secs_f64(per / count).map_err(|_| format!("{raw:?} is not a rate"))
 }
 
 fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -124,7 +126,7 @@ pub async fn run(args: &Args) -> Result<String> {
     let mut documents = 0usize;
     // The orders topic exists and the brokers let us in (a refusal is one line at once; a
     // producer alone would only time out).
-    kafka::topic_partitions(&args.kafka, &args.kafka.orders_topic).await?;
+    kafka::topic_partitions(&args.kafka, &args.orders.name).await?;
     let producer = kafka::producer(&args.kafka)?;
     let mut redis = None;
     for file in files(&args.paths)? {
@@ -154,7 +156,7 @@ pub async fn run(args: &Args) -> Result<String> {
             }
             continue;
         }
-        let topic = &args.kafka.orders_topic;
+        let topic = &args.orders.name;
         let progress = Progress::new("order bytes", size);
         let mut shown = 0;
         let per_round = if args.rate.is_some() { 1 } else { CHUNK };

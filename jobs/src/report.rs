@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use dwh_shared::config::{Kafka, Postgres};
+use dwh_shared::config::{positive, Kafka, Postgres, Topics};
 use dwh_shared::{mask_url, pg};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
@@ -27,16 +27,24 @@ pub const CHARTS: usize = 7;
 /// `dwh report`: write the showcase dashboard as one HTML file.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The HTML file to write
+    #[arg(long, value_name = "FILE", default_value = "report.html")]
+    pub out: PathBuf,
+    /// Bars per top-N chart
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 15,
+        value_parser = positive::<usize>,
+        allow_negative_numbers = true
+    )]
+    pub top: usize,
     #[command(flatten)]
     pub pg: Postgres,
     #[command(flatten)]
     pub kafka: Kafka,
-    /// The HTML file to write
-    #[arg(long, default_value = "report.html")]
-    pub out: PathBuf,
-    /// Bars per top-N chart
-    #[arg(long, default_value_t = 15)]
-    pub top: usize,
+    #[command(flatten)]
+    pub topics: Topics,
 }
 
 /// (name, orders, users) of every dish or category.
@@ -96,7 +104,7 @@ pub async fn figures(client: &Client, args: &Args) -> Result<Value> {
         .iter()
         .map(|r| json!([r.get::<_, String>(0), r.get::<_, i64>(1)]))
         .collect();
-    let status = status::collect(client, &args.kafka, u64::MAX, false).await?;
+    let status = status::collect(client, (&args.kafka, &args.topics), u64::MAX, false).await?;
     let jobs: Vec<Value> = status
         .jobs
         .iter()

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use dwh_shared::config::{Kafka, Postgres};
+use dwh_shared::config::{positive, Kafka, Postgres, Topics};
 use dwh_shared::offsets::{self, PartitionOffsets, State};
 use dwh_shared::pg;
 use serde::Serialize;
@@ -28,19 +28,28 @@ pub const STALE_EXIT: u8 = 2;
 /// `dwh status`: per-job batches, lag, dead letters and rows per layer.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[command(flatten)]
-    pub pg: Postgres,
-    #[command(flatten)]
-    pub kafka: Kafka,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
     /// A job with messages waiting whose newest batch is older than this is stale (exit code 2)
-    #[arg(long, env = "DWH_STALE_SECS", default_value_t = 900)]
+    #[arg(
+        long,
+        env = "DWH_STALE_SECS",
+        value_name = "SECS",
+        default_value_t = 900,
+        value_parser = positive::<u64>,
+        allow_negative_numbers = true
+    )]
     pub stale_secs: u64,
     /// Rows per table from PostgreSQL's statistics instead of count(*) (instant on big tables)
     #[arg(long, env = "DWH_STATUS_ESTIMATE")]
     pub estimate: bool,
+    #[command(flatten)]
+    pub pg: Postgres,
+    #[command(flatten)]
+    pub kafka: Kafka,
+    #[command(flatten)]
+    pub topics: Topics,
 }
 
 /// The whole answer: every job and every table.
@@ -121,11 +130,11 @@ pub struct TableRows {
 }
 
 /// The consuming jobs and the topic each reads.
-pub fn jobs(kafka: &Kafka) -> [(&'static str, &str); 3] {
+pub fn jobs(topics: &Topics) -> [(&'static str, &str); 3] {
     [
-        ("stg", kafka.orders_topic.as_str()),
-        ("dds", kafka.stg_topic.as_str()),
-        ("cdm", kafka.dds_topic.as_str()),
+        ("stg", topics.orders.name.as_str()),
+        ("dds", topics.stg.name.as_str()),
+        ("cdm", topics.dds.name.as_str()),
     ]
 }
 
@@ -136,11 +145,11 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 /// Measure everything `dwh status` shows.
 pub async fn collect(
     client: &Client,
-    kafka: &Kafka,
+    (kafka, topics): (&Kafka, &Topics),
     stale_secs: u64,
     estimate: bool,
 ) -> Result<Status> {
-    let jobs = jobs(kafka);
+    let jobs = jobs(topics);
     let names: Vec<&str> = jobs.iter().map(|(job, _)| *job).collect();
     let rows = client
         .query(include_str!("sql/status_jobs.sql"), &[&names])
@@ -353,7 +362,13 @@ pub fn render(status: &Status) -> String {
 /// Run `dwh status`: print the table (or JSON) and exit 0 when healthy, 2 when a job is stale.
 pub async fn run(args: &Args) -> Result<ExitCode> {
     let client = pg::connect(&args.pg).await?;
-    let status = collect(&client, &args.kafka, args.stale_secs, args.estimate).await?;
+    let status = collect(
+        &client,
+        (&args.kafka, &args.topics),
+        args.stale_secs,
+        args.estimate,
+    )
+    .await?;
     let text = if args.json {
         serde_json::to_string_pretty(&status)?
     } else {

@@ -17,8 +17,9 @@ use arrow::array::{
 use chrono::NaiveDateTime;
 use dwh_shared::archive::{Archive, ArchiveArgs, Document};
 use dwh_shared::batch::{self, Job, Loaded, Summary};
-use dwh_shared::config::{Bounds, Kafka, Postgres, Redis};
+use dwh_shared::config::{Bounds, Kafka, OrdersTopic, Postgres, Redis, Share, StgTopic};
 use dwh_shared::kafka::{Drained, Polled};
+use dwh_shared::metrics::Push;
 use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
 use dwh_shared::retry::{self, NotReady, Service};
 use dwh_shared::{pg, redis, vault};
@@ -36,9 +37,17 @@ pub struct Args {
     #[command(flatten)]
     pub kafka: Kafka,
     #[command(flatten)]
+    pub orders: OrdersTopic,
+    #[command(flatten)]
+    pub stg: StgTopic,
+    #[command(flatten)]
     pub bounds: Bounds,
     #[command(flatten)]
+    pub share: Share,
+    #[command(flatten)]
     pub archive: ArchiveArgs,
+    #[command(flatten)]
+    pub push: Push,
 }
 
 /// `dwh snapshot`: load every user and restaurant Redis holds into STG.
@@ -59,16 +68,17 @@ fn open_archive(args: &ArchiveArgs) -> Result<Option<Archive>> {
 pub async fn run(args: &Args) -> Result<Summary> {
     let mut job = Stg {
         dictionaries: Dictionaries::Redis(redis::Reader::connect(&args.redis).await?),
-        source: args.kafka.orders_topic.clone(),
-        target: args.kafka.stg_topic.clone(),
+        source: args.orders.name.clone(),
+        target: args.stg.name.clone(),
         archive: open_archive(&args.archive)?,
     };
     batch::run(
         &mut job,
         &args.pg,
         &args.kafka,
-        &args.kafka.orders_topic,
+        &args.orders.name,
         &args.bounds,
+        &args.share,
     )
     .await
 }

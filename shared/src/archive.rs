@@ -36,10 +36,11 @@ use crate::mask_url;
 
 /// Where `dwh stg` and `dwh snapshot` archive what they load (off when unset).
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Archive")]
 pub struct ArchiveArgs {
     /// Archive every batch as Parquet here: a folder, or s3://bucket/prefix (credentials from
     /// AWS_* env vars; AWS_ENDPOINT and AWS_ALLOW_HTTP for an S3-compatible server)
-    #[arg(long = "archive", env = "DWH_ARCHIVE")]
+    #[arg(long = "archive", env = "DWH_ARCHIVE", value_name = "URL")]
     pub url: Option<String>,
 }
 

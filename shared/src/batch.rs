@@ -18,7 +18,7 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::config::{Bounds, Kafka, Postgres};
+use crate::config::{Bounds, Kafka, Postgres, Share};
 use crate::kafka::{self, Drained};
 use crate::{pg, vault};
 
@@ -147,8 +147,9 @@ pub async fn run<J: Job>(
     kafka: &Kafka,
     topic: &str,
     bounds: &Bounds,
+    share: &Share,
 ) -> Result<Summary> {
-    let Some((mut run, mut summary)) = Run::resume(J::NAME, pg, kafka, bounds, topic).await? else {
+    let Some((mut run, mut summary)) = Run::resume(J::NAME, pg, kafka, share, topic).await? else {
         return Ok(Summary::skipped());
     };
     fault_point(J::NAME, "before-drain");
@@ -284,16 +285,16 @@ impl Run {
         job: &'static str,
         pg: &Postgres,
         kafka: &Kafka,
-        bounds: &Bounds,
+        share: &Share,
         topic: &str,
     ) -> Result<Option<Run>> {
         let client = pg::connect(pg).await?;
         let mine: Vec<i32> = kafka::topic_partitions(kafka, topic)
             .await?
             .into_iter()
-            .filter(|p| bounds.worker.owns(*p))
+            .filter(|p| share.worker.owns(*p))
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(bounds.lock_wait_secs);
+        let deadline = Instant::now() + Duration::from_secs(share.lock_wait_secs);
         let mut partitions = Vec::new();
         for partition in mine {
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -323,10 +324,10 @@ impl Run {
         job: &'static str,
         pg: &Postgres,
         kafka: &Kafka,
-        bounds: &Bounds,
+        share: &Share,
         topic: &str,
     ) -> Result<Option<(Run, Summary)>> {
-        let Some(run) = Run::begin(job, pg, kafka, bounds, topic).await? else {
+        let Some(run) = Run::begin(job, pg, kafka, share, topic).await? else {
             return Ok(None);
         };
         let published = run

@@ -1,23 +1,36 @@
 //! Connection settings and batch bounds, declared once as clap `Args` and flattened into each job.
 //!
 //! Every setting is a flag with an environment variable, and every default points at 127.0.0.1,
-//! so a local run needs no flags and a Kubernetes pod needs only env vars.
+//! so a local run needs no flags and a Kubernetes pod needs only env vars. Each group of settings
+//! is a struct with a help heading of its own, flattened only into the commands that use it, so
+//! `dwh <command> --help` lists what that command reads, grouped by what it configures. Value
+//! names are UPPER_CASE words saying what the value is (`<URL>`, `<SECS>`, `<N>`).
+//!
+//! A size, count or bound parses with [`positive`] (0 and negatives are bad flags, exit 2) or,
+//! where 0 means "none" (`--retry-max-secs 0`, `--lock-wait-secs 0`), with [`non_negative`].
 
 /// Where the warehouse lives.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "PostgreSQL")]
 pub struct Postgres {
     /// PostgreSQL connection string (password is never printed)
     #[arg(
         id = "pg_url",
         long = "pg-url",
         env = "DWH_PG_URL",
+        value_name = "URL",
         hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/dwh"
     )]
     pub url: String,
     /// CA certificate (PEM) the server's certificate must chain to; the TLS mode is the URL's
     /// `sslmode=` (disable, prefer, require, verify-ca, verify-full)
-    #[arg(id = "pg_ca_file", long = "pg-ca-file", env = "DWH_PG_CA_FILE")]
+    #[arg(
+        id = "pg_ca_file",
+        long = "pg-ca-file",
+        env = "DWH_PG_CA_FILE",
+        value_name = "FILE"
+    )]
     pub ca_file: Option<std::path::PathBuf>,
     /// `work_mem` of the run's sessions: what each sort and hash of a merge may hold before it
     /// spills to disk (a 64 MiB batch's merge sorts ~80 MB)
@@ -25,6 +38,7 @@ pub struct Postgres {
         id = "pg_work_mem",
         long = "pg-work-mem",
         env = "DWH_PG_WORK_MEM",
+        value_name = "SIZE",
         default_value = "128MB"
     )]
     pub work_mem: String,
@@ -32,12 +46,14 @@ pub struct Postgres {
 
 /// Where the dictionaries (users, restaurants) live.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Redis")]
 pub struct Redis {
     /// Redis URL of the dictionaries (password is never printed)
     #[arg(
         id = "redis_url",
         long = "redis-url",
         env = "DWH_REDIS_URL",
+        value_name = "URL",
         hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
@@ -46,46 +62,29 @@ pub struct Redis {
     #[arg(
         id = "redis_ca_file",
         long = "redis-ca-file",
-        env = "DWH_REDIS_CA_FILE"
+        env = "DWH_REDIS_CA_FILE",
+        value_name = "FILE"
     )]
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// The Kafka cluster and the three topics of the pipeline.
+/// The Kafka cluster and how to talk to it (the topics are [`Topics`]).
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Kafka")]
 pub struct Kafka {
     /// Kafka bootstrap servers, comma separated
     #[arg(
         long = "kafka-brokers",
         env = "DWH_KAFKA_BROKERS",
+        value_name = "BROKERS",
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
-    /// Topic the order service writes orders to
-    #[arg(
-        long = "orders-topic",
-        env = "DWH_ORDERS_TOPIC",
-        default_value = "order-service_orders"
-    )]
-    pub orders_topic: String,
-    /// Topic `dwh stg` publishes enriched orders to
-    #[arg(
-        long = "stg-topic",
-        env = "DWH_STG_TOPIC",
-        default_value = "stg-service-orders"
-    )]
-    pub stg_topic: String,
-    /// Topic `dwh dds` publishes affected users to
-    #[arg(
-        long = "dds-topic",
-        env = "DWH_DDS_TOPIC",
-        default_value = "dds-service-orders"
-    )]
-    pub dds_topic: String,
     /// How to talk to the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl
     #[arg(
         long = "kafka-security-protocol",
         env = "DWH_KAFKA_SECURITY_PROTOCOL",
+        value_name = "PROTOCOL",
         default_value = "plaintext",
         ignore_case = true,
         value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
@@ -95,17 +94,23 @@ pub struct Kafka {
     #[arg(
         long = "kafka-sasl-mechanism",
         env = "DWH_KAFKA_SASL_MECHANISM",
+        value_name = "MECHANISM",
         ignore_case = true,
         value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
     )]
     pub sasl_mechanism: Option<String>,
     /// SASL user name
-    #[arg(long = "kafka-sasl-username", env = "DWH_KAFKA_SASL_USERNAME")]
+    #[arg(
+        long = "kafka-sasl-username",
+        env = "DWH_KAFKA_SASL_USERNAME",
+        value_name = "USER"
+    )]
     pub sasl_username: Option<String>,
     /// SASL password (never printed)
     #[arg(
         long = "kafka-sasl-password",
         env = "DWH_KAFKA_SASL_PASSWORD",
+        value_name = "PASSWORD",
         hide_env_values = true
     )]
     pub sasl_password: Option<String>,
@@ -113,31 +118,166 @@ pub struct Kafka {
     #[arg(
         id = "kafka_ca_file",
         long = "kafka-ca-file",
-        env = "DWH_KAFKA_CA_FILE"
+        env = "DWH_KAFKA_CA_FILE",
+        value_name = "FILE"
     )]
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// The topic the order service writes orders to (read by `stg`).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Topics")]
+pub struct OrdersTopic {
+    /// Topic the order service writes orders to
+    #[arg(
+        id = "orders_topic",
+        long = "orders-topic",
+        env = "DWH_ORDERS_TOPIC",
+        value_name = "TOPIC",
+        default_value = "order-service_orders"
+    )]
+    pub name: String,
+}
+
+/// The topic `stg` publishes enriched orders to (read by `dds`).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Topics")]
+pub struct StgTopic {
+    /// Topic `dwh stg` publishes enriched orders to
+    #[arg(
+        id = "stg_topic",
+        long = "stg-topic",
+        env = "DWH_STG_TOPIC",
+        value_name = "TOPIC",
+        default_value = "stg-service-orders"
+    )]
+    pub name: String,
+}
+
+/// The topic `dds` publishes affected users to (read by `cdm`).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Topics")]
+pub struct DdsTopic {
+    /// Topic `dwh dds` publishes affected users to
+    #[arg(
+        id = "dds_topic",
+        long = "dds-topic",
+        env = "DWH_DDS_TOPIC",
+        value_name = "TOPIC",
+        default_value = "dds-service-orders"
+    )]
+    pub name: String,
+}
+
+/// All three topics of the pipeline, for the commands that look at every job.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Topics {
+    #[command(flatten)]
+    pub orders: OrdersTopic,
+    #[command(flatten)]
+    pub stg: StgTopic,
+    #[command(flatten)]
+    pub dds: DdsTopic,
+}
+
 /// How much one run may take before it commits and exits.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Batch bounds")]
 pub struct Bounds {
     /// Most messages one run consumes before it commits and exits
-    #[arg(long, env = "DWH_MAX_MESSAGES", default_value_t = 200_000)]
+    #[arg(
+        long,
+        env = "DWH_MAX_MESSAGES",
+        value_name = "N",
+        default_value_t = 200_000,
+        value_parser = positive::<usize>,
+        allow_negative_numbers = true
+    )]
     pub max_messages: usize,
     /// Most message bytes (keys and values) one run holds: with messages of any size, a run's
     /// memory follows this bound, not the backlog (a run always takes at least one message)
-    #[arg(long, env = "DWH_MAX_BATCH_BYTES", default_value_t = 64 << 20)]
+    #[arg(
+        long,
+        env = "DWH_MAX_BATCH_BYTES",
+        value_name = "BYTES",
+        default_value_t = 64 << 20,
+        value_parser = positive::<u64>,
+        allow_negative_numbers = true
+    )]
     pub max_batch_bytes: u64,
     /// Seconds to wait for the broker to deliver what it reported as waiting
-    #[arg(long, env = "DWH_FETCH_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "DWH_FETCH_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value_t = 60,
+        value_parser = positive::<u64>,
+        allow_negative_numbers = true
+    )]
     pub fetch_timeout_secs: u64,
-    /// Seconds to wait for another run of the same job to finish before giving up (exit 0)
-    #[arg(long, env = "DWH_LOCK_WAIT_SECS", default_value_t = 10)]
+}
+
+/// Which partitions a run takes and how long it waits for their locks.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Locks and workers")]
+pub struct Share {
+    /// Seconds to wait for another run of the same job to finish before giving up (exit 0;
+    /// 0: do not wait)
+    #[arg(
+        long,
+        env = "DWH_LOCK_WAIT_SECS",
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = non_negative::<u64>,
+        allow_negative_numbers = true
+    )]
     pub lock_wait_secs: u64,
     /// This run's share of the topic's partitions, `i/K`: the partitions p with p % K == i
     /// (for a Kubernetes Indexed Job: `--worker $(JOB_COMPLETION_INDEX)/K`)
-    #[arg(long, env = "DWH_WORKER", default_value = "0/1")]
+    #[arg(long, env = "DWH_WORKER", value_name = "I/K", default_value = "0/1")]
     pub worker: Worker,
+}
+
+/// The retry flags as given (`--retry-max-secs` has no fixed default: see [`RetryArgs::policy`]).
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(next_help_heading = "Retries")]
+pub struct RetryArgs {
+    /// Seconds a step keeps retrying a service that is unreachable or dropped the connection
+    /// (0: one attempt, no retries); also how long a published message may wait for the broker
+    /// (at least 10 s) [default: 60; 5 for status, report, export and offsets, which a person
+    /// waits for]
+    #[arg(
+        id = "retry_max_secs",
+        long = "retry-max-secs",
+        env = "DWH_RETRY_MAX_SECS",
+        value_name = "SECS",
+        value_parser = non_negative::<u64>,
+        allow_negative_numbers = true,
+        global = true
+    )]
+    pub max_secs: Option<u64>,
+    /// Most retries of one step within --retry-max-secs (0: no retries)
+    #[arg(
+        id = "retries",
+        long = "retries",
+        env = "DWH_RETRIES",
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = non_negative::<usize>,
+        allow_negative_numbers = true,
+        global = true
+    )]
+    pub retries: usize,
+}
+
+impl RetryArgs {
+    /// The bounds of this process: `--retry-max-secs` when given, else `default_max_secs`.
+    pub fn policy(&self, default_max_secs: u64) -> Retry {
+        Retry {
+            max_secs: self.max_secs.unwrap_or(default_max_secs),
+            retries: self.retries,
+        }
+    }
 }
 
 /// How long a run rides out a service that is away: connecting to PostgreSQL, Redis and Kafka,
@@ -145,36 +285,50 @@ pub struct Bounds {
 /// 10 s, with jitter) until either bound is reached; then the run ends naming the service. Nothing
 /// inside the load transaction is retried: a failed transaction ends the run, and the next run
 /// loads the same batch again.
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
-    /// Seconds a run keeps retrying a service that is unreachable or dropped the connection
-    /// (0: fail at once); also how long a published message may wait for the broker
-    #[arg(
-        id = "retry_max_secs",
-        long = "retry-max-secs",
-        env = "DWH_RETRY_MAX_SECS",
-        default_value_t = 60,
-        global = true
-    )]
+    /// Seconds a step keeps retrying (0: one attempt, no retries).
     pub max_secs: u64,
-    /// Most retries of one step within --retry-max-secs
-    #[arg(
-        id = "retries",
-        long = "retries",
-        env = "DWH_RETRIES",
-        default_value_t = 10,
-        global = true
-    )]
+    /// Most retries of one step.
     pub retries: usize,
+}
+
+impl Retry {
+    /// The default bound of the jobs (CronJobs ride out a minute's outage).
+    pub const JOB_MAX_SECS: u64 = 60;
+    /// The default bound of the commands a person runs and waits for (status, report, export,
+    /// offsets): an answer within seconds.
+    pub const BY_HAND_MAX_SECS: u64 = 5;
 }
 
 impl Default for Retry {
     fn default() -> Self {
         Retry {
-            max_secs: 60,
+            max_secs: Retry::JOB_MAX_SECS,
             retries: 10,
         }
     }
+}
+
+/// A count, size or bound given as a flag: a whole number of at least 1 (a clap `value_parser`).
+pub fn positive<T: TryFrom<i128>>(raw: &str) -> Result<T, String> {
+    whole(raw, 1)
+}
+
+/// A whole number of at least 0, for the bounds where 0 means "none" (a clap `value_parser`).
+pub fn non_negative<T: TryFrom<i128>>(raw: &str) -> Result<T, String> {
+    whole(raw, 0)
+}
+
+fn whole<T: TryFrom<i128>>(raw: &str, least: i128) -> Result<T, String> {
+    let n: i128 = raw
+        .trim()
+        .parse()
+        .map_err(|_| "not a whole number".to_owned())?;
+    if n < least {
+        return Err(format!("must be {least} or more"));
+    }
+    T::try_from(n).map_err(|_| "too large".to_owned())
 }
 
 /// One of K parallel runs of a job, owning the partitions `p % K == index`.
@@ -210,7 +364,25 @@ impl std::str::FromStr for Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::Worker;
+    use super::{non_negative, positive, Worker};
+
+    #[test]
+    fn sizes_and_bounds_are_whole_numbers_of_at_least_one() {
+        assert_eq!(positive::<u64>("5"), Ok(5));
+        assert_eq!(positive::<i64>(" 7 "), Ok(7));
+        assert_eq!(positive::<u64>("0"), Err("must be 1 or more".to_owned()));
+        assert_eq!(positive::<usize>("-3"), Err("must be 1 or more".to_owned()));
+        assert_eq!(positive::<i32>("3000000000"), Err("too large".to_owned()));
+        assert_eq!(
+            positive::<u64>("lots"),
+            Err("not a whole number".to_owned())
+        );
+        assert_eq!(non_negative::<u64>("0"), Ok(0));
+        assert_eq!(
+            non_negative::<u64>("-1"),
+            Err("must be 0 or more".to_owned())
+        );
+    }
 
     #[test]
     fn workers_split_the_partitions() {

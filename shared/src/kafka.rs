@@ -931,9 +931,6 @@ mod tests {
     fn settings(protocol: &str) -> Kafka {
         Kafka {
             brokers: "127.0.0.1:1".to_owned(),
-            orders_topic: "o".to_owned(),
-            stg_topic: "s".to_owned(),
-            dds_topic: "d".to_owned(),
             security_protocol: protocol.to_owned(),
             sasl_mechanism: None,
             sasl_username: None,

@@ -17,15 +17,17 @@ use crate::batch::Summary;
 use crate::config::{Kafka, Postgres};
 use crate::{offsets, pg};
 
-/// Where to push each run's figures.
+/// Where to push each run's figures (the consuming jobs only: `stg`, `dds`, `cdm`).
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Metrics")]
 pub struct Push {
-    /// Prometheus Pushgateway to push each run's figures to, e.g. http://pushgateway:9091 (off when unset)
+    /// Prometheus Pushgateway to push each run's figures to, e.g. http://pushgateway:9091 (off
+    /// when unset)
     #[arg(
         id = "pushgateway_url",
         long = "pushgateway-url",
         env = "DWH_PUSHGATEWAY_URL",
-        global = true
+        value_name = "URL"
     )]
     pub url: Option<String>,
 }

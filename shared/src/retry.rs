@@ -503,9 +503,6 @@ mod tests {
         // It names the service already: nothing is put in front.
         let kafka = Kafka {
             brokers: "b:9093".to_owned(),
-            orders_topic: "o".to_owned(),
-            stg_topic: "s".to_owned(),
-            dds_topic: "d".to_owned(),
             security_protocol: "sasl_ssl".to_owned(),
             sasl_mechanism: None,
             sasl_username: None,
