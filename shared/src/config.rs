@@ -242,10 +242,10 @@ pub struct Share {
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 #[command(next_help_heading = "Retries")]
 pub struct RetryArgs {
-    /// Seconds a step keeps retrying a service that is unreachable or dropped the connection
-    /// (0: one attempt, no retries); also how long a published message may wait for the broker
-    /// (at least 10 s) [default: 60; 5 for status, report, export and offsets, which a person
-    /// waits for]
+    /// Seconds a step keeps retrying a service that is unreachable or dropped the connection; no
+    /// attempt waits longer than what is left of them (but 1 s). 0: one attempt, no retries.
+    /// Also how long a published message may wait for the broker (at least 10 s) [default: 60;
+    /// 5 for status, report, export and offsets, which a person waits for]
     #[arg(
         id = "retry_max_secs",
         long = "retry-max-secs",
@@ -282,12 +282,14 @@ impl RetryArgs {
 
 /// How long a run rides out a service that is away: connecting to PostgreSQL, Redis and Kafka,
 /// and reading from Kafka and Redis, are retried with exponential backoff (250 ms doubling up to
-/// 10 s, with jitter) until either bound is reached; then the run ends naming the service. Nothing
+/// 10 s, with jitter) until either bound is reached; then the run ends naming the service. No
+/// single attempt waits longer than the time left (`retry::attempt_timeout`). Nothing
 /// inside the load transaction is retried: a failed transaction ends the run, and the next run
 /// loads the same batch again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
-    /// Seconds a step keeps retrying (0: one attempt, no retries).
+    /// Seconds a step keeps retrying (0: one attempt, no retries); no attempt waits longer than
+    /// what is left of them, but at least `retry::SHORTEST_ATTEMPT`.
     pub max_secs: u64,
     /// Most retries of one step.
     pub retries: usize,

@@ -242,11 +242,15 @@ const FIRST_WAIT: Duration = Duration::from_millis(250);
 /// Metadata of `topic` (of every topic with `None`). librdkafka waits for a usable broker until
 /// its timeout and then says only that there was none, also when a broker refused the client
 /// (wrong password, a certificate that does not verify): so this waits in slices, doubling from
-/// 250 ms up to [`METADATA_TIMEOUT`] in all, serving the client's events in between, and a
-/// refusal its context heard ends the wait at once as [`Refused`], never retried.
-fn metadata(consumer: &BaseConsumer<Watch>, topic: Option<&str>) -> Result<Metadata> {
+/// 250 ms up to `timeout` in all (see [`metadata_timeout`]), serving the client's events in
+/// between, and a refusal its context heard ends the wait at once as [`Refused`], never retried.
+fn metadata(
+    consumer: &BaseConsumer<Watch>,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<Metadata> {
     let watch = consumer.context();
-    let deadline = Instant::now() + METADATA_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut wait = FIRST_WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -269,13 +273,23 @@ fn metadata(consumer: &BaseConsumer<Watch>, topic: Option<&str>) -> Result<Metad
     }
 }
 
+/// How long one wait for metadata or offsets may take: [`METADATA_TIMEOUT`], or what is left of
+/// the retry bound when that is less ([`retry::attempt_timeout`]; asked before the blocking
+/// thread starts).
+fn metadata_timeout() -> Duration {
+    retry::attempt_timeout(METADATA_TIMEOUT)
+}
+
 /// Whether the brokers let this client in: a metadata lookup that ends at once on a refusal.
 async fn admitted(kafka: &Kafka) -> Result<()> {
     let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || metadata(&watched(&base_config(&kafka)?, &kafka)?, None))
-        .await
-        .context("metadata thread failed")?
-        .map(drop)
+    let timeout = metadata_timeout();
+    tokio::task::spawn_blocking(move || {
+        metadata(&watched(&base_config(&kafka)?, &kafka)?, None, timeout)
+    })
+    .await
+    .context("metadata thread failed")?
+    .map(drop)
 }
 
 /// The one line a refusal ends the run with: what failed, at which broker. For a certificate,
@@ -371,9 +385,10 @@ fn verify_error(kafka: &Kafka, address: &str) -> Option<VerifyError> {
 pub async fn topic_partitions(kafka: &Kafka, topic: &str) -> Result<Vec<i32>> {
     retry::run(Service::Kafka, async || {
         let (kafka, topic) = (kafka.clone(), topic.to_owned());
+        let timeout = metadata_timeout();
         tokio::task::spawn_blocking(move || {
             let consumer = watched(&base_config(&kafka)?, &kafka)?;
-            partitions(&consumer, &kafka.brokers, &topic)
+            partitions(&consumer, &kafka.brokers, &topic, timeout)
         })
         .await
         .context("metadata thread failed")?
@@ -405,14 +420,23 @@ pub async fn drain(kafka: &Kafka, job: &str, topic: &str, plan: DrainPlan) -> Re
             topic.to_owned(),
             plan.clone(),
         );
-        tokio::task::spawn_blocking(move || drain_blocking(&kafka, &job, &topic, plan))
-            .await
-            .context("drain thread failed")?
+        let marks_timeout = metadata_timeout();
+        tokio::task::spawn_blocking(move || {
+            drain_blocking(&kafka, &job, &topic, plan, marks_timeout)
+        })
+        .await
+        .context("drain thread failed")?
     })
     .await
 }
 
-fn drain_blocking(kafka: &Kafka, job: &str, topic: &str, plan: DrainPlan) -> Result<Drained> {
+fn drain_blocking(
+    kafka: &Kafka,
+    job: &str,
+    topic: &str,
+    plan: DrainPlan,
+    marks_timeout: Duration,
+) -> Result<Drained> {
     let DrainPlan {
         partitions,
         stored,
@@ -448,7 +472,7 @@ fn drain_blocking(kafka: &Kafka, job: &str, topic: &str, plan: DrainPlan) -> Res
     let mut marks = BTreeMap::new();
     for partition in &partitions {
         let (low, high) = consumer
-            .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
+            .fetch_watermarks(topic, *partition, marks_timeout)
             .with_context(|| format!("reading offsets of {topic}/{partition} at {brokers}"))?;
         marks.insert(*partition, (low, high));
     }
@@ -562,6 +586,7 @@ pub async fn watermarks(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i64
 
 async fn watermarks_once(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
     let (kafka, topic) = (kafka.clone(), topic.to_owned());
+    let timeout = metadata_timeout();
     tokio::task::spawn_blocking(move || {
         let brokers = &kafka.brokers;
         // The end a job can read to: the last stable offset, as its drain sees it.
@@ -569,11 +594,11 @@ async fn watermarks_once(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, (i6
             base_config(&kafka)?.set("isolation.level", "read_committed"),
             &kafka,
         )?;
-        partitions(&consumer, brokers, &topic)?
+        partitions(&consumer, brokers, &topic, timeout)?
             .into_iter()
             .map(|partition| {
                 let marks = consumer
-                    .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                    .fetch_watermarks(&topic, partition, timeout)
                     .with_context(|| {
                         format!("reading offsets of {topic}/{partition} at {brokers}")
                     })?;
@@ -595,15 +620,16 @@ pub fn group(job: &str) -> String {
 /// shows them; partitions without a commit are left out.
 pub async fn group_offsets(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
     let (kafka, group, topic) = (kafka.clone(), group.to_owned(), topic.to_owned());
+    let timeout = metadata_timeout();
     tokio::task::spawn_blocking(move || {
         let brokers = &kafka.brokers;
         let consumer = watched(base_config(&kafka)?.set("group.id", &group), &kafka)?;
         let mut tpl = TopicPartitionList::new();
-        for partition in partitions(&consumer, brokers, &topic)? {
+        for partition in partitions(&consumer, brokers, &topic, timeout)? {
             tpl.add_partition(&topic, partition);
         }
         let committed = consumer
-            .committed_offsets(tpl, METADATA_TIMEOUT)
+            .committed_offsets(tpl, timeout)
             .with_context(|| format!("reading the offsets of group {group} at {brokers}"))?;
         Ok(committed
             .elements()
@@ -641,8 +667,13 @@ pub async fn commit_group(
     .context("group commit thread failed")?
 }
 
-fn partitions(consumer: &BaseConsumer<Watch>, brokers: &str, topic: &str) -> Result<Vec<i32>> {
-    let metadata = metadata(consumer, Some(topic))?;
+fn partitions(
+    consumer: &BaseConsumer<Watch>,
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>> {
+    let metadata = metadata(consumer, Some(topic), timeout)?;
     let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
         bail!("topic {topic} does not exist at {brokers}: run `dwh migrate`");
     };
@@ -908,7 +939,7 @@ async fn create_topics_once(
             .set("max.message.bytes", &max_bytes)
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let options = AdminOptions::new().operation_timeout(Some(metadata_timeout()));
     let results = admin
         .create_topics(&new, &options)
         .await

@@ -29,7 +29,8 @@ pub async fn connect(pg: &Postgres) -> Result<Client> {
     connect_config(&parsed.config, pg, parsed.verify).await
 }
 
-/// How long one attempt to connect may take when the URL does not say (`connect_timeout`).
+/// How long one attempt to connect may take when the URL does not say (`connect_timeout`), and
+/// the retry bound leaves that much ([`retry::attempt_timeout`]).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connect, retrying while the server is away (see [`retry`]); a wrong password or a certificate
@@ -41,11 +42,14 @@ async fn connect_config(
 ) -> Result<Client> {
     let url = &pg.url;
     let tls = pg_tls::connector(verify, pg.ca_file.as_deref())?;
-    let mut config = config.clone();
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
+    let natural = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_TIMEOUT);
     let (client, connection) = retry::run(retry::Service::Postgres, async || {
+        // No attempt outlasts the retry bound.
+        let mut config = config.clone();
+        config.connect_timeout(retry::attempt_timeout(natural));
         config.connect(tls.clone()).await.map_err(|e| {
             // The server answered (a wrong password, no such database) or it did not.
             let what = if e.as_db_error().is_some() {

@@ -3,7 +3,9 @@
 //! [`run`] repeats a step whose error is transient — the service refused or dropped the
 //! connection, timed out, or is starting up — with bounded exponential backoff (backon's
 //! `ExponentialBuilder`: 250 ms doubling up to 10 s, with jitter), for at most `--retry-max-secs`
-//! and `--retries` ([`crate::config::Retry`], set once per process by [`configure`]). Any other
+//! and `--retries` ([`crate::config::Retry`], set once per process by [`configure`]). The bound
+//! is the bound: no single attempt waits longer for its service than what is left of it
+//! ([`attempt_timeout`], which the steps ask for their connect and metadata timeouts). Any other
 //! error — a wrong password, a certificate that does not verify, a missing topic — ends the step at
 //! once. Only steps that are safe to repeat go through it: connecting, reading Kafka and Redis,
 //! creating topics. A statement of the load transaction never does: a failed transaction ends the
@@ -33,8 +35,31 @@ const FIRST_DELAY: Duration = Duration::from_millis(250);
 const LONGEST_DELAY: Duration = Duration::from_secs(10);
 /// Not worth another attempt when less than this is left of the bound.
 const MIN_LAST_DELAY: Duration = Duration::from_millis(50);
+/// The least an attempt may wait for its service, also when the bound is (nearly) spent: the
+/// last attempt starts at the bound's end and must still be able to succeed.
+pub const SHORTEST_ATTEMPT: Duration = Duration::from_secs(1);
 
 static POLICY: OnceLock<Retry> = OnceLock::new();
+
+tokio::task_local! {
+    /// When the bound of the step in hand ends, set by [`Retry::run`] around each attempt.
+    static BOUND_ENDS: Instant;
+}
+
+/// How long one attempt may wait for its service: `natural` (the client's own timeout), or what
+/// is left of the retry bound when that is less, but at least [`SHORTEST_ATTEMPT`] (so
+/// `--retry-max-secs 0`, one attempt, waits that long). Inside [`run`] the bound is the step's;
+/// elsewhere it counts from now.
+///
+/// Call it in the step's async code: a step that waits on a blocking thread computes its timeout
+/// before it spawns the thread.
+pub fn attempt_timeout(natural: Duration) -> Duration {
+    let ends = BOUND_ENDS
+        .try_with(|ends| *ends)
+        .unwrap_or_else(|_| Instant::now() + Duration::from_secs(policy().max_secs));
+    let left = ends.saturating_duration_since(Instant::now());
+    natural.min(left.max(SHORTEST_ATTEMPT))
+}
 
 /// Set this process's retry bounds (the binary does, from its flags); the first call wins.
 pub fn configure(retry: &Retry) {
@@ -108,9 +133,10 @@ struct GaveUp {
 
 impl fmt::Display for GaveUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = if self.attempts == 1 { "" } else { "s" };
         write!(
             f,
-            "{} (gave up after {} attempts in {:.1} s)",
+            "{} (gave up after {} attempt{plural} in {:.1} s)",
             error_line(&self.last),
             self.attempts,
             self.seconds
@@ -153,7 +179,7 @@ impl Retry {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let error = match step().await {
+            let error = match BOUND_ENDS.scope(deadline, step()).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
@@ -167,7 +193,7 @@ impl Retry {
                 .filter(|_| left >= MIN_LAST_DELAY)
                 .map(|delay| delay.min(left))
             else {
-                if attempts == 1 {
+                if self.max_secs == 0 || self.retries == 0 {
                     return Err(error);
                 }
                 let seconds = started.elapsed().as_secs_f64();
@@ -435,6 +461,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(value, 3);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_waits_no_longer_than_what_is_left_of_the_bound() {
+        let natural = Duration::from_secs(10);
+        let mut timeouts = Vec::new();
+        let two_secs = Retry {
+            max_secs: 2,
+            retries: 10,
+        };
+        let _ = two_secs
+            .run(Service::Redis, async || -> anyhow::Result<()> {
+                timeouts.push((
+                    attempt_timeout(natural),
+                    attempt_timeout(Duration::from_millis(300)),
+                ));
+                Err(refused())
+            })
+            .await;
+        let (first, short) = timeouts[0];
+        assert!(first <= Duration::from_secs(2), "{first:?}");
+        assert!(first > Duration::from_millis(1_900), "{first:?}");
+        assert_eq!(
+            short,
+            Duration::from_millis(300),
+            "a shorter timeout is kept"
+        );
+        assert!(timeouts.len() > 2, "{timeouts:?}");
+        for (timeout, _) in &timeouts {
+            assert!(*timeout >= SHORTEST_ATTEMPT && *timeout <= Duration::from_secs(2));
+        }
+        let last = timeouts.last().unwrap().0;
+        assert_eq!(
+            last, SHORTEST_ATTEMPT,
+            "the last attempt starts at the bound's end"
+        );
+
+        // --retry-max-secs 0: one attempt, as long as the shortest.
+        let mut once = None;
+        let no_retries = Retry {
+            max_secs: 0,
+            retries: 10,
+        };
+        let _ = no_retries
+            .run(Service::Redis, async || -> anyhow::Result<()> {
+                once = Some(attempt_timeout(natural));
+                Err(refused())
+            })
+            .await;
+        assert_eq!(once, Some(SHORTEST_ATTEMPT));
     }
 
     #[tokio::test]
