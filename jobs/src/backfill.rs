@@ -9,7 +9,7 @@
 //! twice, or over a database that already holds part of the range, changes nothing. `dds` and
 //! `cdm` are run afterwards as usual.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use dwh_shared::archive::{self, Archive, Kind};
 use dwh_shared::batch::{self, Job, Run};
 use dwh_shared::config::{Kafka, OrdersTopic, Postgres, Share, StgTopic};
@@ -21,7 +21,8 @@ use crate::stg::{self, Dictionaries, Stg};
 /// `dwh backfill`: load archived batches into STG and publish them to the STG topic again.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The archive to rebuild from: a folder or s3://bucket/prefix
+    /// The archive to rebuild from: a folder or s3://bucket/prefix, as `dwh stg --archive` wrote
+    /// it (read only: a missing or empty archive is an error)
     #[arg(
         long = "from-archive",
         env = "DWH_BACKFILL_ARCHIVE",
@@ -50,8 +51,18 @@ pub struct Args {
 pub async fn run(args: &Args) -> Result<String> {
     let since = args.since.as_deref().map(archive::parse_time).transpose()?;
     let until = args.until.as_deref().map(archive::parse_time).transpose()?;
-    let archive = Archive::open(&args.from)?;
-    let entries = archive.list(since, until).await?;
+    // A mistyped archive must not look like a rebuild of nothing: it is read, never created,
+    // and one without any file is an error. A range without files is not (nothing to do).
+    let archive = Archive::open_existing(&args.from)?;
+    let mut entries = archive.list(None, None).await?;
+    if entries.is_empty() {
+        bail!(
+            "the archive {} holds no archive file (orders/*.parquet, snapshots/*.parquet): is it \
+             the URL `dwh stg --archive` writes to?",
+            archive.url()
+        );
+    }
+    entries.retain(|entry| entry.meets(since, until));
 
     let topic = &args.orders.name;
     let Some((mut run, mut summary)) =

@@ -56,8 +56,9 @@ const SHOWCASES: &[(&str, &str)] = &[
 
 pub async fn run(args: &Args) -> Result<String> {
     let started = std::time::Instant::now();
-    let out = Archive::open(&args.out)?;
+    // Connected first: a run that cannot read the showcases creates no folder.
     let mut client = pg::connect(&args.pg).await?;
+    let out = Archive::open(&args.out)?;
     let mut written = Vec::new();
     for (table, sql) in SHOWCASES {
         // One repeatable-read transaction per table: a consistent picture of it.

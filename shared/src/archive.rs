@@ -107,6 +107,13 @@ pub struct Entry {
     pub batch_id: Uuid,
 }
 
+impl Entry {
+    /// Whether the file's time span meets `[since, until)`.
+    pub fn meets(&self, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> bool {
+        since.is_none_or(|s| self.to >= s) && until.is_none_or(|u| self.from < u)
+    }
+}
+
 /// A folder or bucket holding the archive (cheap to clone: the store is shared).
 #[derive(Clone)]
 pub struct Archive {
@@ -116,38 +123,69 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Open `url`: `s3://bucket/prefix`, or a local folder (`file://` or a plain path, created
-    /// if missing).
+    /// Open `url` to write to: `s3://bucket/prefix`, or a local folder (`file://` or a plain
+    /// path, created if missing).
     pub fn open(url: &str) -> Result<Archive> {
-        let shown = mask_url(url);
-        if url.starts_with("s3://") {
-            let parsed =
-                url::Url::parse(url).with_context(|| format!("bad archive URL {shown}"))?;
-            let store = AmazonS3Builder::from_env()
-                .with_url(url)
-                .build()
-                .with_context(|| format!("opening the archive bucket {shown}"))?;
-            return Ok(Archive {
-                store: Arc::new(store),
-                root: Path::from(parsed.path().trim_matches('/')),
-                url: shown,
-            });
-        }
-        let folder = match url.strip_prefix("file://") {
-            Some(path) => path,
-            None if url.contains("://") => {
-                bail!("archive {shown}: only folders and s3://bucket/prefix are supported")
+        match Location::of(url)? {
+            Location::Bucket => Archive::bucket(url),
+            Location::Folder(folder) => {
+                std::fs::create_dir_all(folder)
+                    .with_context(|| format!("creating the archive folder {folder}"))?;
+                Archive::folder(url, folder)
             }
-            None => url,
-        };
-        std::fs::create_dir_all(folder)
-            .with_context(|| format!("creating the archive folder {folder}"))?;
+        }
+    }
+
+    /// Open `url` to read from: like [`Archive::open`], but a folder must exist already (reading
+    /// never creates one). Whether it holds any archive file is for [`Archive::list`] to say.
+    pub fn open_existing(url: &str) -> Result<Archive> {
+        match Location::of(url)? {
+            Location::Bucket => Archive::bucket(url),
+            Location::Folder(folder) => {
+                let expected = "expected the folder `dwh stg --archive` writes, with orders/ and \
+                                snapshots/ of Parquet files";
+                match std::fs::metadata(folder) {
+                    Ok(meta) if meta.is_dir() => Archive::folder(url, folder),
+                    Ok(_) => bail!("the archive {folder} is a file, not a folder: {expected}"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        bail!("the archive folder {folder} does not exist: {expected}")
+                    }
+                    Err(e) => {
+                        Err(e).with_context(|| format!("reading the archive folder {folder}"))
+                    }
+                }
+            }
+        }
+    }
+
+    fn bucket(url: &str) -> Result<Archive> {
+        let shown = mask_url(url);
+        let parsed = url::Url::parse(url).with_context(|| format!("bad archive URL {shown}"))?;
+        if !s3_credentials_configured() {
+            bail!(
+                "no S3 credentials found for {shown}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (with AWS_SESSION_TOKEN for temporary ones), or AWS_WEB_IDENTITY_TOKEN_FILE and \
+                 AWS_ROLE_ARN; for an EC2 instance role, AWS_METADATA_ENDPOINT=http://169.254.169.254"
+            );
+        }
+        let store = AmazonS3Builder::from_env()
+            .with_url(url)
+            .build()
+            .with_context(|| format!("opening the archive bucket {shown}"))?;
+        Ok(Archive {
+            store: Arc::new(store),
+            root: Path::from(parsed.path().trim_matches('/')),
+            url: shown,
+        })
+    }
+
+    fn folder(url: &str, folder: &str) -> Result<Archive> {
         let store = LocalFileSystem::new_with_prefix(folder)
             .with_context(|| format!("opening the archive folder {folder}"))?;
         Ok(Archive {
             store: Arc::new(store),
             root: Path::default(),
-            url: shown,
+            url: mask_url(url),
         })
     }
 
@@ -235,9 +273,7 @@ impl Archive {
                     tracing::warn!(path = %meta.location, "not an archive file; skipped");
                     continue;
                 };
-                let after_since = since.is_none_or(|s| entry.to >= s);
-                let before_until = until.is_none_or(|u| entry.from < u);
-                if after_since && before_until {
+                if entry.meets(since, until) {
                     entries.push(entry);
                 }
             }
@@ -259,6 +295,49 @@ impl Archive {
             .with_context(|| format!("reading {} from the archive {}", entry.path, self.url))?;
         decode(file, entry.batch_id).with_context(|| format!("decoding {}", entry.path))
     }
+}
+
+/// Where an archive URL points.
+enum Location<'a> {
+    /// `s3://bucket/prefix`.
+    Bucket,
+    /// A local folder (the path, without `file://`).
+    Folder(&'a str),
+}
+
+impl Location<'_> {
+    fn of(url: &str) -> Result<Location<'_>> {
+        if url.starts_with("s3://") {
+            return Ok(Location::Bucket);
+        }
+        match url.strip_prefix("file://") {
+            Some(path) => Ok(Location::Folder(path)),
+            None if url.contains("://") => bail!(
+                "archive {}: only folders and s3://bucket/prefix are supported",
+                mask_url(url)
+            ),
+            None => Ok(Location::Folder(url)),
+        }
+    }
+}
+
+/// Whether the environment names a source of S3 credentials. Without one, object_store would
+/// ask the EC2 instance metadata service (169.254.169.254), which outside EC2 fails with an
+/// unrelated-looking HTTP error or a long wait; so a run without any says so at once, and an EC2
+/// instance role is used when `AWS_METADATA_ENDPOINT` asks for it.
+fn s3_credentials_configured() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_METADATA_ENDPOINT",
+    ]
+    .into_iter()
+    .any(set)
+        || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// `20231002T091541.123Z` for milliseconds since the epoch.
@@ -420,6 +499,23 @@ fn decode(file: Bytes, batch_id: Uuid) -> Result<Archived> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_an_archive_never_creates_it() {
+        let dir = std::env::temp_dir().join(format!("dwh-archive-{}", Uuid::new_v4()));
+        let missing = dir.to_str().unwrap();
+        let error = Archive::open_existing(missing).err().unwrap().to_string();
+        assert!(
+            error.contains(&format!("the archive folder {missing} does not exist")),
+            "{error}"
+        );
+        assert!(!dir.exists(), "reading created the folder");
+
+        std::fs::write(&dir, b"not a folder").unwrap();
+        let error = Archive::open_existing(missing).err().unwrap().to_string();
+        assert!(error.contains("is a file, not a folder"), "{error}");
+        std::fs::remove_file(&dir).unwrap();
+    }
 
     #[tokio::test]
     async fn a_batch_reads_back_as_written_and_lists_in_range() {
