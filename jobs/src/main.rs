@@ -251,8 +251,13 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {
+            // A replay stopped by Ctrl-C exits as the shell expects of SIGINT (128 + 2).
+            let code = match error.downcast_ref::<replay::Interrupted>() {
+                Some(_) => 130,
+                None => 1,
+            };
             eprintln!("{}", error_line(&cli.command, error));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -14,6 +14,8 @@ use dwh_shared::config::{Kafka, OrdersTopic, Redis};
 use dwh_shared::kafka;
 use dwh_shared::progress::Progress;
 use rdkafka::producer::FutureRecord;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -121,9 +123,65 @@ fn dictionary_id(line: &[u8]) -> Option<String> {
 /// Lines sent or SET per round.
 const CHUNK: usize = 10_000;
 
+/// What a replay sent so far: acknowledged by the broker or by Redis.
+#[derive(Debug, Default)]
+struct Sent {
+    orders: usize,
+    documents: usize,
+}
+
+/// A replay stopped by Ctrl-C (SIGINT): what went out before it stopped.
+#[derive(Debug)]
+pub struct Interrupted {
+    orders: usize,
+    documents: usize,
+    /// The file it was sending.
+    file: PathBuf,
+}
+
+impl Interrupted {
+    fn at(sent: &Sent, file: &Path) -> Interrupted {
+        Interrupted {
+            orders: sent.orders,
+            documents: sent.documents,
+            file: file.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted: published {} order message(s) and loaded {} dictionary document(s) \
+             before it stopped (in {})",
+            self.orders,
+            self.documents,
+            self.file.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Ctrl-C (SIGINT) asks the replay to stop after the message or chunk in flight, so what it says
+/// went out did; a second one ends the process at once. The handler is in place on return.
+fn listen_for_ctrl_c() -> Result<watch::Receiver<bool>> {
+    let mut interrupts =
+        signal(SignalKind::interrupt()).context("listening for Ctrl-C (SIGINT)")?;
+    let (ask, asked) = watch::channel(false);
+    tokio::spawn(async move {
+        interrupts.recv().await;
+        let _ = ask.send(true);
+        interrupts.recv().await;
+        std::process::exit(130);
+    });
+    Ok(asked)
+}
+
 pub async fn run(args: &Args) -> Result<String> {
-    let mut orders = 0usize;
-    let mut documents = 0usize;
+    let mut asked = listen_for_ctrl_c()?;
+    let mut sent = Sent::default();
     // The orders topic exists and the brokers let us in (a refusal is one line at once; a
     // producer alone would only time out).
     kafka::topic_partitions(&args.kafka, &args.orders.name).await?;
@@ -141,6 +199,9 @@ pub async fn run(args: &Args) -> Result<String> {
             }
             let conn = redis.as_mut().expect("connected above");
             while !chunk.is_empty() {
+                if *asked.borrow() {
+                    return Err(Interrupted::at(&sent, &file).into());
+                }
                 let mut pipe = redis::pipe();
                 for line in &chunk {
                     let id = dictionary_id(line).with_context(|| {
@@ -151,7 +212,7 @@ pub async fn run(args: &Args) -> Result<String> {
                 pipe.query_async::<()>(conn)
                     .await
                     .with_context(|| format!("loading {} into Redis", file.display()))?;
-                documents += chunk.len();
+                sent.documents += chunk.len();
                 chunk = lines.chunk(CHUNK, &mut read)?;
             }
             continue;
@@ -161,6 +222,10 @@ pub async fn run(args: &Args) -> Result<String> {
         let mut shown = 0;
         let per_round = if args.rate.is_some() { 1 } else { CHUNK };
         while !chunk.is_empty() {
+            if *asked.borrow() {
+                progress.stop();
+                return Err(Interrupted::at(&sent, &file).into());
+            }
             match args.rate {
                 None => {
                     let mut deliveries = Vec::with_capacity(chunk.len());
@@ -174,6 +239,7 @@ pub async fn run(args: &Args) -> Result<String> {
                             .map_err(|(e, _)| e)
                             .with_context(|| format!("publishing to {topic}"))?;
                     }
+                    sent.orders += chunk.len();
                 }
                 Some(pause) => {
                     for line in &chunk {
@@ -183,11 +249,15 @@ pub async fn run(args: &Args) -> Result<String> {
                             .await
                             .map_err(|(e, _)| e)
                             .with_context(|| format!("publishing to {topic}"))?;
-                        tokio::time::sleep(pause).await;
+                        sent.orders += 1;
+                        // The pause ends early on Ctrl-C.
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = asked.wait_for(|asked| *asked) => {}
+                        }
                     }
                 }
             }
-            orders += chunk.len();
             progress.inc(read - shown);
             shown = read;
             chunk = lines.chunk(per_round, &mut read)?;
@@ -196,6 +266,7 @@ pub async fn run(args: &Args) -> Result<String> {
     }
     kafka::flush(&producer)?;
     Ok(format!(
-        "replay: published {orders} order message(s), loaded {documents} dictionary document(s)"
+        "replay: published {} order message(s), loaded {} dictionary document(s)",
+        sent.orders, sent.documents
     ))
 }

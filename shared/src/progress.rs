@@ -96,6 +96,14 @@ impl Progress {
         }
     }
 
+    /// The work stopped before its end (the caller says how far it got): clear the bar, print
+    /// no plain line.
+    pub fn stop(&self) {
+        if let Shown::Bar(bar) = &self.shown {
+            bar.finish_and_clear();
+        }
+    }
+
     /// The plain line for `done` units.
     fn line(&self, done: u64) -> String {
         let percent = if self.total == 0 {
