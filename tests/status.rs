@@ -344,6 +344,21 @@ fn open_headless(page: &Path, dir: &Path) -> (String, Vec<String>) {
     (std::fs::read_to_string(dom).unwrap(), console)
 }
 
+/// The value axes of every chart as the page rendered them: chart id → axis id → tick values.
+fn chart_ticks(dom: &str) -> BTreeMap<String, BTreeMap<String, Vec<f64>>> {
+    let mut out = BTreeMap::new();
+    for canvas in dom.split("<canvas").skip(1) {
+        let tag = &canvas[..canvas.find('>').unwrap()];
+        let attr = |name: &str| {
+            let start = tag.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            tag[start..start + tag[start..].find('"').unwrap()].replace("&quot;", "\"")
+        };
+        let axes: BTreeMap<String, Vec<f64>> = serde_json::from_str(&attr("data-ticks")).unwrap();
+        out.insert(attr("id"), axes);
+    }
+    out
+}
+
 /// The JSON figures inlined in the page.
 fn page_data(html: &str) -> Value {
     let start = html.find(r#"id="dwh-data">"#).unwrap() + r#"id="dwh-data">"#.len();
@@ -397,6 +412,25 @@ async fn the_report_renders_every_chart_in_headless_chromium() {
         "every chart painted: {dom}"
     );
     assert!(dom.contains(r#"data-charts-rendered="7""#));
+    // Counts are ticked at whole numbers (a lag of 0 once read 0.1, 0.2…), and so are ages of
+    // seconds: every value axis here.
+    let ticks = chart_ticks(&dom);
+    assert_eq!(ticks.len(), 7, "{ticks:?}");
+    for (chart, axes) in &ticks {
+        assert!(!axes.is_empty(), "{chart} has no value axis");
+        for (axis, values) in axes {
+            assert!(
+                values.len() >= 2 && values.iter().all(|v| v.fract() == 0.0),
+                "{chart} axis {axis} ticks at {values:?}"
+            );
+        }
+    }
+    // The freshness chart and its table show the same age: whole seconds, one text.
+    for j in data["jobs"].as_array().unwrap() {
+        let secs = j["age_secs"].as_u64().expect("whole seconds");
+        assert!(secs < 60, "{j}");
+        assert_eq!(j["age"], format!("{secs}s"), "{j}");
+    }
     // The page's own line proves the console is captured; nothing else may appear.
     assert_eq!(console.len(), 1, "console: {console:#?}");
     assert!(console[0].contains("dwh report: 7 charts rendered"));

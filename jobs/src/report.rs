@@ -110,11 +110,14 @@ pub async fn figures(client: &Client, args: &Args) -> Result<Value> {
         .iter()
         .map(|j| {
             let b = j.last_batch.as_ref();
+            // Whole seconds, as `status::age` counts them: the chart's bar and the table's text
+            // show the same age.
+            let age_secs = b.map(|b| b.age_secs.max(0.0).floor() as u64);
             json!({
                 "job": j.job,
                 "batch": b.map_or("-".into(), |b| b.batch_id.to_string()[..8].to_string()),
-                "age": b.map_or("never".into(), |b| status::age(b.age_secs)),
-                "age_secs": b.map(|b| b.age_secs.round()),
+                "age": age_secs.map_or("never".into(), |s| status::age(s as f64)),
+                "age_secs": age_secs,
                 "rows": b.map_or(0, |b| b.loaded),
                 "seconds": b.and_then(|b| b.seconds).map_or("-".into(), |s| format!("{s:.2}")),
                 "lag": j.lag,
