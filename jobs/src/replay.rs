@@ -182,9 +182,7 @@ fn listen_for_ctrl_c() -> Result<watch::Receiver<bool>> {
 pub async fn run(args: &Args) -> Result<String> {
     let mut asked = listen_for_ctrl_c()?;
     let mut sent = Sent::default();
-    // The orders topic exists and the brokers let us in (a refusal is one line at once; a
-    // producer alone would only time out).
-    kafka::topic_partitions(&args.kafka, &args.orders.name).await?;
+    let mut topic_checked = false;
     let producer = kafka::producer(&args.kafka)?;
     let mut redis = None;
     for file in files(&args.paths)? {
@@ -218,6 +216,12 @@ pub async fn run(args: &Args) -> Result<String> {
             continue;
         }
         let topic = &args.orders.name;
+        if !topic_checked {
+            // The orders topic exists and the brokers let us in (a refusal is one line at once;
+            // a producer alone would only time out).
+            kafka::topic_partitions(&args.kafka, topic).await?;
+            topic_checked = true;
+        }
         let progress = Progress::new("order bytes", size);
         let mut shown = 0;
         let per_round = if args.rate.is_some() { 1 } else { CHUNK };

@@ -729,6 +729,12 @@ fn poll_until(
                 }
                 continue;
             }
+            // librdkafka reconnects and follows a partition's new leader by itself: a broker
+            // that went away is an event to wait through (up to `timeout` without progress).
+            Err(e) if retry::kafka_transient(&e) => {
+                tracing::info!("consuming {topic}: {e}; waiting for the cluster");
+                continue;
+            }
             Err(e) => return Err(e).with_context(|| format!("consuming {topic}")),
         };
         let partition = message.partition();
@@ -952,7 +958,35 @@ async fn create_topics_once(
             Err((topic, code)) => bail!("creating topic {topic} at {brokers}: {code}"),
         }
     }
+    visible(kafka, &created).await?;
     Ok(created)
+}
+
+/// Wait until every broker asked knows `topics`: the controller made them, and the others' metadata
+/// learns of them a moment later (on a cluster of several nodes, the next request may go to one
+/// that does not yet).
+async fn visible(kafka: &Kafka, topics: &[String]) -> Result<()> {
+    let (kafka, topics) = (kafka.clone(), topics.to_vec());
+    let timeout = metadata_timeout();
+    tokio::task::spawn_blocking(move || {
+        let brokers = &kafka.brokers;
+        let consumer = watched(&base_config(&kafka)?, &kafka)?;
+        let deadline = Instant::now() + METADATA_TIMEOUT;
+        for topic in &topics {
+            while let Err(error) = partitions(&consumer, brokers, topic, timeout) {
+                if Instant::now() >= deadline {
+                    return Err(error.context(format!(
+                        "topic {topic} was created but the brokers do not show it within \
+                         {METADATA_TIMEOUT:?}"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("metadata thread failed")?
 }
 
 #[cfg(test)]

@@ -22,6 +22,10 @@ pub async fn connect(settings: &Redis) -> Result<MultiplexedConnection> {
     retry::run(retry::Service::Redis, async || open(settings).await).await
 }
 
+/// How long one attempt waits for a connection (TLS included), and for a reply.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One attempt to connect.
 async fn open(settings: &Redis) -> Result<MultiplexedConnection> {
     let url = settings.url.as_str();
@@ -44,8 +48,14 @@ async fn open(settings: &Redis) -> Result<MultiplexedConnection> {
         }
     }
     .with_context(|| format!("bad Redis URL {}", mask_url(url)))?;
+    // redis-rs waits 1 s for a connection and 500 ms for a reply by default: too little for a TLS
+    // handshake on a busy node or an MGET of large menus. A Redis that is away is still noticed
+    // at once (refused); one that hangs is retried within the bound.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(retry::attempt_timeout(CONNECT_TIMEOUT)))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
     client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| {
             let what = if e.kind() == redis::ErrorKind::AuthenticationFailed {

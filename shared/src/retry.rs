@@ -276,7 +276,8 @@ fn redis_transient(error: &RedisError) -> bool {
         )
 }
 
-fn kafka_transient(error: &KafkaError) -> bool {
+/// Whether a Kafka error is the cluster being away or moving (a leader election), not wrong.
+pub fn kafka_transient(error: &KafkaError) -> bool {
     use RDKafkaErrorCode::*;
     matches!(
         error.rdkafka_error_code(),
@@ -293,6 +294,9 @@ fn kafka_transient(error: &KafkaError) -> bool {
                 | BrokerNotAvailable
                 | CoordinatorLoadInProgress
                 | CoordinatorNotAvailable
+                | NotCoordinator
+                // A broker that left the cluster's metadata while a request to it was pending.
+                | DestroyBroker
         )
     )
 }
