@@ -1,5 +1,5 @@
 //! Service outages, against private instances on spare ports (a throw-away PostgreSQL cluster, a
-//! redis-server, a tansu broker), so stopping one disturbs nothing else.
+//! redis-server, a one-node Apache Kafka cluster), so stopping one disturbs nothing else.
 //!
 //! For each service: a short outage that the run's retries ride out, and one that outlasts the
 //! retry bound or hits the load transaction, which ends the run with one plain line naming the
@@ -9,15 +9,11 @@
 
 mod harness;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use harness::instances::{Broker, PgCluster, RedisServer, Scratch};
+use harness::instances::{KafkaCluster, PgCluster, RedisServer, Scratch};
 use harness::oracle::Oracle;
+use harness::runs::{Background, Pause};
 use harness::showcases::assert_matches;
 use harness::{count, Env, Services};
 
@@ -27,145 +23,6 @@ const LOG_RETRIES: (&str, &str) = (
     "DWH_LOG",
     "warn,dwh_shared::retry=info,librdkafka=off,rdkafka=off",
 );
-
-/// Wait until `done` holds, or fail after `limit`.
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A pause point: the run creates the file when it reaches the step and waits until it is gone.
-struct Pause {
-    file: PathBuf,
-    point: String,
-}
-
-impl Pause {
-    fn at(env: &Env, point: &str) -> Pause {
-        let file =
-            std::env::temp_dir().join(format!("{}-pause-{}", env.name, point.replace(':', "-")));
-        let _ = std::fs::remove_file(&file);
-        Pause {
-            file,
-            point: point.to_owned(),
-        }
-    }
-
-    fn env(&self) -> [(&str, &str); 2] {
-        [
-            ("DWH_PAUSE", self.point.as_str()),
-            ("DWH_PAUSE_FILE", self.file.to_str().unwrap()),
-        ]
-    }
-
-    fn reached(&self) {
-        wait_until(Duration::from_secs(60), &self.point, || self.file.exists());
-    }
-
-    fn release(&self) {
-        std::fs::remove_file(&self.file).unwrap();
-    }
-}
-
-/// A `dwh` run in the background, its stderr read as it comes (retries are logged at info).
-struct Background {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: JoinHandle<()>,
-    started: Instant,
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    seconds: f64,
-}
-
-impl Background {
-    fn start(mut cmd: Command) -> Background {
-        let started = Instant::now();
-        let mut child = cmd.spawn().expect("the dwh binary runs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut all = sink.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        Background {
-            child,
-            stderr,
-            reader,
-            started,
-        }
-    }
-
-    /// Wait until the run logs a line containing `needle`.
-    fn logged(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.stderr.lock().unwrap().contains(needle) {
-            let so_far = self.stderr.lock().unwrap().clone();
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the log: {so_far}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn finish(mut self) -> Finished {
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let seconds = self.started.elapsed().as_secs_f64();
-        self.reader.join().unwrap();
-        let stderr = self.stderr.lock().unwrap().clone();
-        Finished {
-            status,
-            stdout,
-            stderr,
-            seconds,
-        }
-    }
-}
-
-impl Finished {
-    fn succeeded(&self) -> &str {
-        assert!(self.status.success(), "{}", self.stderr);
-        &self.stdout
-    }
-
-    /// The run failed with one line naming `service`, and printed no password.
-    fn failed_naming(&self, service: &str) -> &str {
-        assert_eq!(
-            self.status.code(),
-            Some(1),
-            "{}{}",
-            self.stdout,
-            self.stderr
-        );
-        let line = self.stderr.trim_end();
-        assert_eq!(line.lines().count(), 1, "one line: {line}");
-        assert!(line.contains(&format!("{service} at ")), "{line}");
-        for secret in [PG_PASSWORD, harness::ROLE_PASSWORD] {
-            assert!(!line.contains(secret), "password printed: {line}");
-        }
-        eprintln!("as expected after {:.1} s: {line}", self.seconds);
-        line
-    }
-}
 
 /// The bundled order lines in `parts` files of about equal size, written into `dir`.
 fn split_orders(dir: &Scratch, parts: usize) -> Vec<PathBuf> {
@@ -222,12 +79,12 @@ async fn postgres_restarted_mid_run_stopped_briefly_and_for_long() {
 
     // Restarted while the run is inside its load transaction: the run ends, nothing is written.
     let pause = Pause::at(&env, "stg:after-copy");
-    let run = Background::start(env.command(&["stg", "--retry-max-secs", "5"], &pause.env()));
-    pause.reached();
+    let mut run = Background::start(env.command(&["stg", "--retry-max-secs", "5"], &pause.env()));
+    pause.reached(&mut run);
     cluster.restart();
     pause.release();
     let line = run.finish();
-    let line = line.failed_naming("PostgreSQL");
+    let line = line.failed_naming("PostgreSQL", &[PG_PASSWORD]);
     assert!(
         line.contains("postgres://dwh_test_stg:****@127.0.0.1:"),
         "{line}"
@@ -259,7 +116,7 @@ async fn postgres_restarted_mid_run_stopped_briefly_and_for_long() {
     // Down for longer than the bound: dds gives up after about 2 s, naming PostgreSQL.
     cluster.stop();
     let done = Background::start(env.command(&["dds", "--retry-max-secs", "2"], &[])).finish();
-    let line = done.failed_naming("PostgreSQL");
+    let line = done.failed_naming("PostgreSQL", &[PG_PASSWORD]);
     assert!(
         line.contains("is unreachable") && line.contains("gave up after"),
         "{line}"
@@ -274,22 +131,24 @@ async fn postgres_restarted_mid_run_stopped_briefly_and_for_long() {
 
 #[tokio::test]
 async fn the_broker_killed_and_brought_back() {
-    let mut broker = Broker::start();
-    let env = Env::on(Services::default().with_broker(&broker), 1).await;
+    // One node: killed, Kafka is gone altogether. It keeps its data on disk, so its topics and
+    // messages are back when it is.
+    let mut kafka = KafkaCluster::start(1);
+    let env = Env::on(Services::default().with_broker(&kafka), 1).await;
     let oracle = Oracle::testdata();
     env.replay_testdata();
 
     // Killed while stg holds its locks and is about to drain; back while the drain retries.
     let pause = Pause::at(&env, "stg:before-drain");
-    let run = Background::start(env.command(
+    let mut run = Background::start(env.command(
         &["stg", "--retry-max-secs", "60"],
         &[pause.env()[0], pause.env()[1], LOG_RETRIES],
     ));
-    pause.reached();
-    broker.kill();
+    pause.reached(&mut run);
+    kafka.kill(1);
     pause.release();
     run.logged("retrying in");
-    broker.start_again();
+    kafka.start_again(1);
     let done = run.finish();
     let line = done.succeeded();
     assert!(
@@ -304,12 +163,12 @@ async fn the_broker_killed_and_brought_back() {
     // Killed between dds's commit and its publish, for longer than the bound: the run ends naming
     // Kafka; the batch is committed with its outbox, which the next run publishes.
     let pause = Pause::at(&env, "dds:after-commit");
-    let run = Background::start(env.command(&["dds", "--retry-max-secs", "2"], &pause.env()));
-    pause.reached();
-    broker.kill();
+    let mut run = Background::start(env.command(&["dds", "--retry-max-secs", "2"], &pause.env()));
+    pause.reached(&mut run);
+    kafka.kill(1);
     pause.release();
     let done = run.finish();
-    done.failed_naming("Kafka");
+    done.failed_naming("Kafka", &[]);
     let pg = env.pg().await;
     let unpublished = count(
         &pg,
@@ -320,7 +179,7 @@ async fn the_broker_killed_and_brought_back() {
     let queued = count(&pg, "SELECT count(*) FROM dwh.outbox WHERE job = 'dds'").await;
     assert!(queued > 0);
 
-    broker.start_again();
+    kafka.start_again(1);
     let line = env.dwh_ok(&["dds"]);
     assert!(line.contains(&format!("published={queued}")), "{line}");
     env.dwh_ok(&["cdm"]);
@@ -343,11 +202,11 @@ async fn redis_restarted_comes_back_empty_until_the_dictionaries_are_reloaded() 
     // for them instead of loading orders without names and categories.
     replay(&env, &parts[1..2]);
     let pause = Pause::at(&env, "stg:before-drain");
-    let run = Background::start(env.command(
+    let mut run = Background::start(env.command(
         &["stg", "--retry-max-secs", "60"],
         &[pause.env()[0], pause.env()[1], LOG_RETRIES],
     ));
-    pause.reached();
+    pause.reached(&mut run);
     redis.restart();
     pause.release();
     run.logged("it lost its data");
@@ -363,18 +222,18 @@ async fn redis_restarted_comes_back_empty_until_the_dictionaries_are_reloaded() 
     // Down for longer than the bound: the run ends naming Redis, nothing is written.
     replay(&env, &parts[2..]);
     let pause = Pause::at(&env, "stg:before-drain");
-    let run = Background::start(env.command(&["stg", "--retry-max-secs", "2"], &pause.env()));
-    pause.reached();
+    let mut run = Background::start(env.command(&["stg", "--retry-max-secs", "2"], &pause.env()));
+    pause.reached(&mut run);
     redis.stop();
     pause.release();
     let done = run.finish();
-    done.failed_naming("Redis");
+    done.failed_naming("Redis", &[]);
     assert_eq!(written(&env).await, second, "nothing half-written");
 
     // Back, but empty: still no run loads orders without their dictionaries.
     redis.start_again();
     let done = Background::start(env.command(&["stg", "--retry-max-secs", "1"], &[])).finish();
-    let line = done.failed_naming("Redis");
+    let line = done.failed_naming("Redis", &[]);
     assert!(line.contains("it lost its data"), "{line}");
     assert_eq!(written(&env).await, second, "nothing half-written");
 

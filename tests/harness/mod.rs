@@ -10,14 +10,16 @@
 //! Jobs run with least privilege, as in production: `dwh migrate` runs as the owner, and `stg`
 //! (also `snapshot`, `backfill`), `dds` and `cdm` each log in as a user that is a member of its
 //! job role (`dwh_stg`, `dwh_dds`, `dwh_cdm`, made by the migrations), so every test also proves
-//! that the roles grant enough. By default PostgreSQL and the broker are the machine's (5432,
-//! 9092); an outage test points an [`Env`] at private [`instances`] of them instead.
+//! that the roles grant enough. By default PostgreSQL and Kafka are the machine's (5432, 9092);
+//! the outage and failover tests point an [`Env`] at private [`instances`] of them instead, and
+//! hold or watch runs in the background with [`runs`].
 
 #![allow(dead_code)]
 
 pub mod hostile;
 pub mod instances;
 pub mod oracle;
+pub mod runs;
 pub mod showcases;
 
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use tokio_postgres::{Client, NoTls};
@@ -36,6 +40,16 @@ pub const BROKERS: &str = "127.0.0.1:9092";
 pub const JOBS: [&str; 3] = ["stg", "dds", "cdm"];
 /// The password of the tests' job users (a private cluster with password auth checks it).
 pub const ROLE_PASSWORD: &str = "dwh-test-role-pw";
+
+/// The env vars of dwh's Kafka security settings: an [`Env`] passes its own to every dwh run and
+/// none of this process's.
+pub const KAFKA_SECURITY_VARS: [&str; 5] = [
+    "DWH_KAFKA_SECURITY_PROTOCOL",
+    "DWH_KAFKA_SASL_MECHANISM",
+    "DWH_KAFKA_SASL_USERNAME",
+    "DWH_KAFKA_SASL_PASSWORD",
+    "DWH_KAFKA_CA_FILE",
+];
 
 /// The login user a job runs as in the tests.
 pub fn job_user(job: &str) -> String {
@@ -61,6 +75,8 @@ pub struct Services {
     pub brokers: String,
     /// A Redis URL without a database number; `None` for a redis-server of the test's own.
     pub redis: Option<String>,
+    /// Kafka security settings as env vars (of [`KAFKA_SECURITY_VARS`]); none: plaintext.
+    pub kafka_security: Vec<(String, String)>,
 }
 
 impl Default for Services {
@@ -70,6 +86,7 @@ impl Default for Services {
             pg_admin: PG_ADMIN.to_owned(),
             brokers: BROKERS.to_owned(),
             redis: None,
+            kafka_security: Vec::new(),
         }
     }
 }
@@ -81,15 +98,50 @@ impl Services {
         self
     }
 
+    /// These services with the local broker's SASL_SSL listener (SCRAM-SHA-512, its own CA): the
+    /// settings `scripts/services env sasl_ssl` prints.
+    pub fn with_sasl_ssl(mut self) -> Services {
+        let out = Command::new(repo().join("scripts/services"))
+            .args(["env", "sasl_ssl"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/services runs");
+        assert!(
+            out.status.success(),
+            "scripts/services env sasl_ssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.kafka_security.clear();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((key, value)) = line.strip_prefix("export ").and_then(|l| l.split_once('='))
+            else {
+                continue;
+            };
+            if key == "DWH_KAFKA_BROKERS" {
+                self.brokers = value.to_owned();
+            } else {
+                assert!(KAFKA_SECURITY_VARS.contains(&key), "{line}");
+                self.kafka_security.push((key.to_owned(), value.to_owned()));
+            }
+        }
+        let keys: Vec<&str> = self
+            .kafka_security
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys.len(), KAFKA_SECURITY_VARS.len(), "{keys:?}");
+        self
+    }
+
     /// These services with a private Redis.
     pub fn with_redis(mut self, server: &instances::RedisServer) -> Services {
         self.redis = Some(format!("redis://127.0.0.1:{}", server.port));
         self
     }
 
-    /// These services with a private broker.
-    pub fn with_broker(mut self, broker: &instances::Broker) -> Services {
-        self.brokers = broker.address();
+    /// These services with a private Kafka cluster (every node in the bootstrap list).
+    pub fn with_broker(mut self, cluster: &instances::KafkaCluster) -> Services {
+        self.brokers = cluster.address();
         self
     }
 }
@@ -104,6 +156,9 @@ pub struct Env {
     pub orders_topic: String,
     pub stg_topic: String,
     pub dds_topic: String,
+    /// The services' Kafka security settings, given to every dwh run ([`Env::topic_len`] reads
+    /// over plaintext only).
+    pub kafka_security: Vec<(String, String)>,
     pg_admin: String,
     /// The test's own redis-server, unless the services named one.
     _redis: Option<instances::RedisServer>,
@@ -137,6 +192,7 @@ impl Env {
             orders_topic: format!("{name}-orders"),
             stg_topic: format!("{name}-stg"),
             dds_topic: format!("{name}-dds"),
+            kafka_security: services.kafka_security.clone(),
             name,
             pg_admin: services.pg_admin,
             _redis: own_redis,
@@ -205,6 +261,12 @@ impl Env {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for var in KAFKA_SECURITY_VARS {
+            cmd.env_remove(var);
+        }
+        for (k, v) in &self.kafka_security {
+            cmd.env(k, v);
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -259,6 +321,10 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let (name, admin) = (self.name.clone(), self.pg_admin.clone());
+        // The test's topics go too (a private cluster may be gone already; a SASL_SSL one keeps
+        // them: the settings for it are the dwh binary's business, not the harness's).
+        let topics = [&self.orders_topic, &self.stg_topic, &self.dds_topic].map(|t| t.clone());
+        let brokers = self.kafka_security.is_empty().then(|| self.brokers.clone());
         // Drop runs inside the test's runtime: clean up on a thread with a runtime of its own.
         // A private cluster may be gone already; then there is nothing to clean.
         let _ = std::thread::spawn(move || {
@@ -267,6 +333,18 @@ impl Drop for Env {
                 .build()
                 .ok()?;
             rt.block_on(async {
+                if let Some(brokers) = brokers {
+                    let kafka: Option<AdminClient<DefaultClientContext>> = ClientConfig::new()
+                        .set("bootstrap.servers", &brokers)
+                        .create()
+                        .ok();
+                    if let Some(kafka) = kafka {
+                        let topics = topics.each_ref().map(String::as_str);
+                        let options =
+                            AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+                        let _ = kafka.delete_topics(&topics, &options).await;
+                    }
+                }
                 let (client, connection) = tokio_postgres::connect(&admin, NoTls).await.ok()?;
                 tokio::spawn(connection);
                 client
