@@ -279,8 +279,10 @@ async fn every_failing_path_is_one_plain_line_and_no_password_is_printed_or_logg
         },
     ]);
 
-    // Kafka with SASL (the local broker speaks neither SASL nor TLS), through `dwh stg` as its
-    // job user, after Redis and PostgreSQL answered.
+    // Kafka with SASL against the PLAINTEXT listener (9092), through `dwh stg` as its job user,
+    // after Redis and PostgreSQL answered: SASL_PLAINTEXT is refused at once (the listener answers
+    // the SASL handshake with an error), SASL_SSL fails as an outage would (it drops the TLS
+    // handshake). The SASL_SSL listener itself is tried in tests/tls.rs.
     let kafka_env = |protocol: &str, mechanism: &str| -> Vec<(String, String)> {
         [
             ("DWH_PG_URL", env.job_url("stg").as_str()),

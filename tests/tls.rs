@@ -4,15 +4,23 @@
 //! `rediss://` with the CA file, and fail with one plain line when the CA is the wrong one or the
 //! host name is not in the certificate.
 //!
-//! Kafka over SASL_SSL cannot be tried here (the local broker has neither TLS nor SASL); the
-//! librdkafka properties are unit-tested in shared/src/kafka.rs.
+//! Kafka over SASL_SSL: the local broker's listener on 127.0.0.1:9093 (SCRAM-SHA-512, a
+//! certificate of its own CA naming 127.0.0.1 and localhost; `scripts/services env sasl_ssl`).
+//! The whole pipeline runs over it, every dwh command with those settings, and its showcases
+//! equal the oracle's. A wrong password, a wrong CA and an address the certificate does not name
+//! (the same listener on 127.0.0.2:9095) each end `dwh stg` and `dwh migrate` at once — refusals
+//! are not retried — with one plain line naming the failure and the broker, and no password.
 
 mod harness;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use harness::instances::{make_certs, PgCluster, PgOptions, RedisServer, Scratch};
+use harness::oracle::Oracle;
+use harness::showcases::assert_matches;
+use harness::{count, Env, Services};
 
 /// The URL of the private cluster's `dwh_tls` database (trust auth: the password is only there to
 /// show that it is never printed).
@@ -178,5 +186,111 @@ fn postgres_verify_full_and_redis_tls_with_the_ca_file_and_plain_errors_without_
     one_line_error(
         &dwh(&["snapshot"], &plain),
         "a Redis CA file needs a rediss:// URL",
+    );
+}
+
+/// The SASL_SSL settings of `env` as `(name, value)`.
+fn setting<'a>(env: &'a Env, name: &str) -> &'a str {
+    env.kafka_security
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("{name} is not set"))
+}
+
+#[tokio::test]
+async fn the_whole_pipeline_runs_over_kafka_sasl_ssl_and_equals_the_oracle() {
+    let started = Instant::now();
+    // Every dwh run of this Env — migrate included — talks SASL_SSL to 127.0.0.1:9093, a
+    // listener that speaks nothing else.
+    let env = Env::on(Services::default().with_sasl_ssl(), 1).await;
+    assert_eq!(env.brokers, "127.0.0.1:9093");
+    assert_eq!(setting(&env, "DWH_KAFKA_SECURITY_PROTOCOL"), "sasl_ssl");
+    assert_eq!(setting(&env, "DWH_KAFKA_SASL_MECHANISM"), "SCRAM-SHA-512");
+    assert!(
+        setting(&env, "DWH_KAFKA_CA_FILE").ends_with("kafka/tls/ca.pem"),
+        "{}",
+        setting(&env, "DWH_KAFKA_CA_FILE")
+    );
+    let oracle = Oracle::testdata();
+    env.replay_testdata();
+    let snapshot = env.dwh_ok(&["snapshot"]);
+    assert!(snapshot.starts_with("snapshot: batch="), "{snapshot}");
+    let stg = env.dwh_ok(&["stg"]);
+    assert!(stg.contains("consumed=3082 loaded=2980 "), "{stg}");
+    let dds = env.dwh_ok(&["dds"]);
+    assert!(dds.contains("consumed=2980 "), "{dds}");
+    let cdm = env.dwh_ok(&["cdm"]);
+    assert!(cdm.starts_with("cdm: batch="), "{cdm}");
+    assert_matches(&env, &oracle, "over SASL_SSL").await;
+    eprintln!(
+        "migrate, replay, snapshot, stg, dds, cdm over SASL_SSL in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_a_wrong_ca_or_another_host_name_ends_the_run_at_once_in_one_line() {
+    let env = Env::on(Services::default().with_sasl_ssl(), 1).await;
+    let scratch = Scratch::new("kafka-wrong-ca");
+    let certs = make_certs(&scratch.0);
+    let password = setting(&env, "DWH_KAFKA_SASL_PASSWORD").to_owned();
+    let wrong_password = format!("wrong-{password}");
+    let wrong_ca = certs.wrong_ca.to_str().unwrap();
+    let cases = [
+        (
+            ("DWH_KAFKA_SASL_PASSWORD", wrong_password.as_str()),
+            "Kafka at 127.0.0.1:9093: SASL authentication failed for user dwh",
+        ),
+        (
+            ("DWH_KAFKA_CA_FILE", wrong_ca),
+            "Kafka at 127.0.0.1:9093: certificate not trusted",
+        ),
+        (
+            ("DWH_KAFKA_BROKERS", "127.0.0.2:9095"),
+            "Kafka at 127.0.0.2:9095: host name mismatch",
+        ),
+    ];
+    // A refusal is not an outage: with ten minutes to retry in, each run still ends at once.
+    let bound = Duration::from_secs(20);
+    for (setting, expected) in cases {
+        for command in ["stg", "migrate"] {
+            let started = Instant::now();
+            let out = env
+                .command(&[command, "--retry-max-secs", "600"], &[setting])
+                .output()
+                .unwrap();
+            let seconds = started.elapsed();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            for secret in [&password, &wrong_password] {
+                assert!(
+                    !stdout.contains(secret.as_str()) && !stderr.contains(secret.as_str()),
+                    "{command} with {}: a password was printed: {stdout}{stderr}",
+                    setting.0
+                );
+            }
+            assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+            let line = stderr.trim_end();
+            assert_eq!(line.lines().count(), 1, "{command}: one line: {line}");
+            let prefix = format!("dwh {command}: {expected}");
+            assert!(line.starts_with(&prefix), "{command}: {line}");
+            assert!(!line.contains("gave up"), "{command}: retried: {line}");
+            assert!(
+                seconds < bound,
+                "{command} with {}: {:.1} s",
+                setting.0,
+                seconds.as_secs_f64()
+            );
+            eprintln!("{:.2} s: {line}", seconds.as_secs_f64());
+        }
+    }
+    let pg = env.pg().await;
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM dwh.batches").await,
+        0,
+        "nothing written"
     );
 }
