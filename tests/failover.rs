@@ -58,6 +58,56 @@ fn figure(summary: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A private cluster of [`NODES`] nodes, serving; and when the test started.
+fn start_cluster() -> (Instant, KafkaCluster) {
+    let started = Instant::now();
+    let cluster = KafkaCluster::start(NODES);
+    eprintln!(
+        "{NODES} nodes serving after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    (started, cluster)
+}
+
+/// Start `dwh <job>` held at `point`, SIGKILL the node that leads partition 0 of `topic` once it is
+/// there, and let the run go: (the node killed, the run, when).
+fn kill_leader_while_held(
+    cluster: &mut KafkaCluster,
+    runs: &Runs,
+    (job, point): (&str, &str),
+    topic: &str,
+) -> (i32, Background, Instant) {
+    let victim = cluster.leader(topic, 0).expect("a leader");
+    eprintln!(
+        "leaders: {}; {job} held at {point}, killing node {victim}",
+        leaders(cluster, runs.env)
+    );
+    let pause = Pause::at(runs.env, &format!("{job}:{point}"));
+    let [point, file] = pause.env();
+    let mut run = Background::start(runs.command(job, &[point, file]));
+    pause.reached(&mut run);
+    let killed = Instant::now();
+    cluster.kill(victim);
+    pause.release();
+    (victim, run, killed)
+}
+
+/// Wait until a node other than `victim` leads partition 0 of `topic`, and log when.
+fn wait_for_new_leader(
+    cluster: &KafkaCluster,
+    env: &Env,
+    topic: &str,
+    victim: i32,
+    killed: Instant,
+) {
+    let leader = cluster.wait_for_new_leader(topic, 0, victim);
+    eprintln!(
+        "node {leader} leads {topic}/0 {:.1} s after node {victim} was killed; leaders: {}",
+        killed.elapsed().as_secs_f64(),
+        leaders(cluster, env)
+    );
+}
+
 /// A warehouse on `cluster` with every topic replicated on all three nodes and in sync, and the
 /// testdata replayed.
 async fn warehouse(cluster: &KafkaCluster) -> (Env, Oracle) {
@@ -227,35 +277,19 @@ impl<'a> Runs<'a> {
 
 #[tokio::test]
 async fn the_leader_stg_reads_from_killed_mid_run_and_left_down() {
-    let started = Instant::now();
-    let mut cluster = KafkaCluster::start(NODES);
-    eprintln!(
-        "3 nodes serving after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let (started, mut cluster) = start_cluster();
     let (env, oracle) = warehouse(&cluster).await;
     let mut runs = Runs::new(&env);
     // A first round with every node up (it also makes the group offsets topic, 3 copies).
     assert!(runs.round());
 
-    let victim = cluster.leader(&env.orders_topic, 0).expect("a leader");
-    eprintln!(
-        "leaders: {}; killing node {victim}",
-        leaders(&cluster, &env)
+    let (victim, run, killed) = kill_leader_while_held(
+        &mut cluster,
+        &runs,
+        ("stg", "before-drain"),
+        &env.orders_topic,
     );
-    let pause = Pause::at(&env, "stg:before-drain");
-    let [point, file] = pause.env();
-    let mut run = Background::start(runs.command("stg", &[point, file]));
-    pause.reached(&mut run);
-    let killed = Instant::now();
-    cluster.kill(victim);
-    pause.release();
-    let leader = cluster.wait_for_new_leader(&env.orders_topic, 0, victim);
-    eprintln!(
-        "node {leader} leads orders/0 {:.1} s after node {victim} was killed; leaders: {}",
-        killed.elapsed().as_secs_f64(),
-        leaders(&cluster, &env)
-    );
+    wait_for_new_leader(&cluster, &env, &env.orders_topic, victim, killed);
     if let Some(line) = runs.outcome("stg", run.finish()) {
         assert!(figure(&line, "consumed") > 0, "{line}");
     }
@@ -271,29 +305,14 @@ async fn the_leader_stg_reads_from_killed_mid_run_and_left_down() {
 
 #[tokio::test]
 async fn the_leader_stg_publishes_to_killed_and_restarted_mid_run_then_another() {
-    let started = Instant::now();
-    let mut cluster = KafkaCluster::start(NODES);
-    eprintln!(
-        "3 nodes serving after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let (started, mut cluster) = start_cluster();
     let (env, oracle) = warehouse(&cluster).await;
     let mut runs = Runs::new(&env);
     assert!(runs.round());
 
     // Held between its commit and its publish: the batch and its outbox are in PostgreSQL.
-    let victim = cluster.leader(&env.stg_topic, 0).expect("a leader");
-    eprintln!(
-        "leaders: {}; killing node {victim}",
-        leaders(&cluster, &env)
-    );
-    let pause = Pause::at(&env, "stg:after-commit");
-    let [point, file] = pause.env();
-    let mut run = Background::start(runs.command("stg", &[point, file]));
-    pause.reached(&mut run);
-    let killed = Instant::now();
-    cluster.kill(victim);
-    pause.release();
+    let (victim, mut run, killed) =
+        kill_leader_while_held(&mut cluster, &runs, ("stg", "after-commit"), &env.stg_topic);
     // Its JVM starts while the run waits for the partition's new leader, which the controller
     // elects when the dead node's session times out (9 s). The node cannot register again before
     // that either (the controller refuses a second registration of a node id while the first
@@ -344,21 +363,10 @@ async fn the_leader_stg_publishes_to_killed_and_restarted_mid_run_then_another()
     );
 
     // The restarted node is in sync; now the new leader goes, while dds is about to read from it.
-    let second = cluster.leader(&env.stg_topic, 0).expect("a leader");
+    let (second, run, killed) =
+        kill_leader_while_held(&mut cluster, &runs, ("dds", "before-drain"), &env.stg_topic);
     assert_ne!(second, victim);
-    let pause = Pause::at(&env, "dds:before-drain");
-    let [point, file] = pause.env();
-    let mut run = Background::start(runs.command("dds", &[point, file]));
-    pause.reached(&mut run);
-    let killed = Instant::now();
-    cluster.kill(second);
-    pause.release();
-    let leader = cluster.wait_for_new_leader(&env.stg_topic, 0, second);
-    eprintln!(
-        "node {leader} leads stg/0 {:.1} s after node {second} was killed; leaders: {}",
-        killed.elapsed().as_secs_f64(),
-        leaders(&cluster, &env)
-    );
+    wait_for_new_leader(&cluster, &env, &env.stg_topic, second, killed);
     if let Some(line) = runs.outcome("dds", run.finish()) {
         assert!(figure(&line, "consumed") > 0, "{line}");
     }
