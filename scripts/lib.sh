@@ -15,8 +15,11 @@ PG_BASE="${PG_ADMIN%/*}"
 measure_setup() {
     scripts/toolchain
     scripts/services up >/dev/null
-    echo "building dwh (release, target dir $CARGO_TARGET_DIR; a cold build takes ~20 min)" >&2
-    cargo build --release -p dwh --locked --quiet
+    echo "building dwh (release, target dir $CARGO_TARGET_DIR; a cold build takes ~20-35 min)" >&2
+    source scripts/progress.sh
+    mkdir -p "$CARGO_TARGET_DIR"
+    with_progress build "$CARGO_TARGET_DIR/release-build.log" cargo build --release -p dwh --locked >&2 \
+        || { tail -n 30 "$CARGO_TARGET_DIR/release-build.log" >&2; exit 1; }
     dwh="$CARGO_TARGET_DIR/release/dwh"
     work=$(mktemp -d)
     dbs=()
