@@ -64,7 +64,7 @@ struct JobOffsets {
 }
 
 pub async fn run(args: &Args) -> Result<String> {
-    let mut client = pg::connect(&args.pg).await?;
+    let client = pg::connect(&args.pg).await?;
     let chosen: Vec<(&str, &str)> = jobs(&args.topics)
         .into_iter()
         .filter(|(job, _)| args.job.as_deref().is_none_or(|j| j == *job))
@@ -72,7 +72,7 @@ pub async fn run(args: &Args) -> Result<String> {
     if let (Some(to), [(job, topic)]) = (args.reset, chosen.as_slice()) {
         let wait = Duration::from_secs(args.lock_wait_secs);
         let moved = offsets::reset(
-            &mut client,
+            &client,
             &args.kafka,
             (job, topic),
             &args.partitions,

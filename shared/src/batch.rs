@@ -174,11 +174,7 @@ pub async fn load_batch<J: Job>(
     if drained.messages.is_empty() {
         // Nothing to load, but retention may have passed the stored offsets: record that and
         // move them to the log's start, or every run would find the same gap again.
-        if !drained.gaps.is_empty() {
-            let tx = run.client.transaction().await?;
-            record_gaps(&tx, J::NAME, drained).await?;
-            tx.commit().await.context("recording offset gaps")?;
-        }
+        record_gaps(&run.client, J::NAME, drained).await?;
         return Ok(());
     }
     fault_point(J::NAME, "after-drain");
@@ -294,14 +290,8 @@ impl Run {
             .into_iter()
             .filter(|p| share.worker.owns(*p))
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(share.lock_wait_secs);
-        let mut partitions = Vec::new();
-        for partition in mine {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if pg::lock(&client, &format!("{job}:{topic}:{partition}"), wait).await? {
-                partitions.push(partition);
-            }
-        }
+        let wait = Duration::from_secs(share.lock_wait_secs);
+        let partitions = lock_partitions(&client, job, topic, &mine, wait).await?;
         if partitions.is_empty() {
             return Ok(None);
         }
@@ -455,6 +445,26 @@ impl Run {
     }
 }
 
+/// Take `job`'s advisory lock of each of `partitions` of `topic` (one per partition, held for the
+/// session), waiting at most `wait` in all; returns the partitions whose lock was taken.
+pub async fn lock_partitions(
+    client: &Client,
+    job: &str,
+    topic: &str,
+    partitions: &[i32],
+    wait: Duration,
+) -> Result<Vec<i32>> {
+    let deadline = Instant::now() + wait;
+    let mut held = Vec::new();
+    for &partition in partitions {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if pg::lock(client, &format!("{job}:{topic}:{partition}"), wait).await? {
+            held.push(partition);
+        }
+    }
+    Ok(held)
+}
+
 /// Record the batch and the new offsets inside the load's transaction. Offsets never move
 /// backwards: loading an older range again (a backfill) leaves them where they are.
 pub async fn record(
@@ -506,7 +516,7 @@ pub async fn record(
 
 /// Record the offsets retention deleted before `job` read them ([`kafka::Gap`]), once each, and
 /// move the job's stored offsets past them.
-async fn record_gaps(tx: &Transaction<'_>, job: &str, drained: &Drained) -> Result<()> {
+async fn record_gaps<C: GenericClient>(client: &C, job: &str, drained: &Drained) -> Result<()> {
     if drained.gaps.is_empty() {
         return Ok(());
     }
@@ -516,12 +526,13 @@ async fn record_gaps(tx: &Transaction<'_>, job: &str, drained: &Drained) -> Resu
         from.push(gap.from);
         to.push(gap.to);
     }
-    tx.execute(
-        include_str!("sql/record_gaps.sql"),
-        &[&job, &drained.topic, &partitions, &from, &to],
-    )
-    .await
-    .context("recording offset gaps")?;
+    client
+        .execute(
+            include_str!("sql/record_gaps.sql"),
+            &[&job, &drained.topic, &partitions, &from, &to],
+        )
+        .await
+        .context("recording offset gaps")?;
     Ok(())
 }
 

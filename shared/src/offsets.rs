@@ -8,14 +8,14 @@
 //! operator decides with [`reset`]. A reset holds every partition lock of the job, as a run does.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::config::Kafka;
-use crate::{batch, kafka, pg};
+use crate::{batch, kafka};
 
 /// How a stored offset relates to the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,28 +139,25 @@ pub type Moved = (i32, Option<i64>, i64);
 /// group the same. Offsets may move backwards here: that is what a reset is for. Returns what
 /// moved; fails, changing nothing, when a run holds a lock or an offset lies outside the log.
 pub async fn reset(
-    client: &mut Client,
+    client: &Client,
     kafka: &Kafka,
     (job, topic): (&str, &str),
     only: &[i32],
     to: ResetTo,
     lock_wait: Duration,
 ) -> Result<Vec<Moved>> {
-    let all = kafka::topic_partitions(kafka, topic).await?;
+    let marks = kafka::watermarks(kafka, topic).await?;
+    let all: Vec<i32> = marks.keys().copied().collect();
     if let Some(p) = only.iter().find(|p| !all.contains(p)) {
         bail!("topic {topic} has no partition {p} (it has {})", all.len());
     }
-    let deadline = Instant::now() + lock_wait;
-    for partition in &all {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if !pg::lock(client, &format!("{job}:{topic}:{partition}"), wait).await? {
-            bail!(
-                "another run of {job} holds the lock of {topic}/{partition}; nothing done \
-                 (suspend its CronJob and try again)"
-            );
-        }
+    let held = batch::lock_partitions(client, job, topic, &all, lock_wait).await?;
+    if let Some(partition) = all.iter().find(|p| !held.contains(p)) {
+        bail!(
+            "another run of {job} holds the lock of {topic}/{partition}; nothing done \
+             (suspend its CronJob and try again)"
+        );
     }
-    let marks = kafka::watermarks(kafka, topic).await?;
     let mut moves = Vec::new();
     for (partition, (log_start, log_end)) in marks {
         if !only.is_empty() && !only.contains(&partition) {
@@ -177,16 +174,15 @@ pub async fn reset(
         };
         moves.push((partition, next));
     }
-    let before = batch::stored_offsets(&*client, job, topic).await?;
+    let before = batch::stored_offsets(client, job, topic).await?;
     let (partitions, next): (Vec<i32>, Vec<i64>) = moves.iter().copied().unzip();
-    let tx = client.transaction().await?;
-    tx.execute(
-        include_str!("sql/reset_offsets.sql"),
-        &[&job, &topic, &partitions, &next],
-    )
-    .await
-    .context("storing the reset offsets")?;
-    tx.commit().await.context("committing the reset")?;
+    client
+        .execute(
+            include_str!("sql/reset_offsets.sql"),
+            &[&job, &topic, &partitions, &next],
+        )
+        .await
+        .context("storing the reset offsets")?;
     let group: BTreeMap<i32, i64> = moves.iter().copied().collect();
     if let Err(e) = kafka::commit_group(kafka, &kafka::group(job), topic, &group).await {
         tracing::warn!(
