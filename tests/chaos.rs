@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use harness::oracle::Oracle;
 use harness::showcases::{assert_matches, audit};
-use harness::{repo, Env};
+use harness::{figure, repo, Env};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -61,15 +61,6 @@ impl JobStats {
         }
         Duration::from_secs_f64(self.busy_seconds / self.busy_runs as f64)
     }
-}
-
-/// The `key=N` figure of a run's summary line.
-fn figure(summary: &str, key: &str) -> u64 {
-    summary
-        .split_whitespace()
-        .find_map(|part| part.strip_prefix(&format!("{key}=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 fn generate(dir: &Path, orders: u64, users: u64, seed: u64) {
@@ -163,7 +154,9 @@ async fn nothing_is_lost_or_counted_twice_when_jobs_are_killed_at_random() {
             if stdout.contains("another run holds the lock") {
                 s.skipped += 1;
                 busy = true;
-            } else if figure(&stdout, "consumed") > 0 || figure(&stdout, "published") > 0 {
+            } else if figure(&stdout, "consumed").unwrap_or(0) > 0
+                || figure(&stdout, "published").unwrap_or(0) > 0
+            {
                 s.busy_seconds += seconds;
                 s.busy_runs += 1;
                 busy = true;

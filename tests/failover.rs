@@ -32,7 +32,7 @@ use harness::instances::KafkaCluster;
 use harness::oracle::Oracle;
 use harness::runs::{Background, Finished, Pause, RUN_LIMIT};
 use harness::showcases::{assert_matches, audit};
-use harness::{count, Env, Services};
+use harness::{count, figure, Env, Services};
 
 const JOBS: [&str; 3] = ["stg", "dds", "cdm"];
 const NODES: usize = 3;
@@ -48,15 +48,6 @@ const LOG: (&str, &str) = (
 const MOST_FAILED_RUNS: usize = 3;
 /// Most rounds of stg, dds and cdm the rest of a backfill may take.
 const MOST_ROUNDS: usize = 30;
-
-/// The `key=N` figure of a run's summary line.
-fn figure(summary: &str, key: &str) -> u64 {
-    summary
-        .split_whitespace()
-        .find_map(|part| part.strip_prefix(&format!("{key}=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
 
 /// A private cluster of [`NODES`] nodes, serving; and when the test started.
 fn start_cluster() -> (Instant, KafkaCluster) {
@@ -228,7 +219,10 @@ impl<'a> Runs<'a> {
         let mut busy = false;
         for job in JOBS {
             busy |= match self.run(job) {
-                Some(line) => figure(&line, "consumed") > 0 || figure(&line, "published") > 0,
+                Some(line) => {
+                    figure(&line, "consumed").unwrap_or(0) > 0
+                        || figure(&line, "published").unwrap_or(0) > 0
+                }
                 None => true,
             };
         }
@@ -291,7 +285,7 @@ async fn the_leader_stg_reads_from_killed_mid_run_and_left_down() {
     );
     wait_for_new_leader(&cluster, &env, &env.orders_topic, victim, killed);
     if let Some(line) = runs.outcome("stg", run.finish()) {
-        assert!(figure(&line, "consumed") > 0, "{line}");
+        assert!(figure(&line, "consumed").unwrap_or(0) > 0, "{line}");
     }
 
     runs.until_idle();
@@ -352,7 +346,7 @@ async fn the_leader_stg_publishes_to_killed_and_restarted_mid_run_then_another()
         leaders(&cluster, &env)
     );
     if let Some(line) = runs.outcome("stg", run.finish()) {
-        assert!(figure(&line, "published") > 0, "{line}");
+        assert!(figure(&line, "published").unwrap_or(0) > 0, "{line}");
     }
     for topic in topics(&env) {
         cluster.wait_in_sync(topic);
@@ -368,7 +362,7 @@ async fn the_leader_stg_publishes_to_killed_and_restarted_mid_run_then_another()
     assert_ne!(second, victim);
     wait_for_new_leader(&cluster, &env, &env.stg_topic, second, killed);
     if let Some(line) = runs.outcome("dds", run.finish()) {
-        assert!(figure(&line, "consumed") > 0, "{line}");
+        assert!(figure(&line, "consumed").unwrap_or(0) > 0, "{line}");
     }
 
     runs.until_idle();

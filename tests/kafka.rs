@@ -20,7 +20,7 @@ use std::time::Duration;
 use harness::instances::Scratch;
 use harness::oracle::{parse_order, Oracle};
 use harness::showcases::assert_matches;
-use harness::{count, eventually, testdata, Env};
+use harness::{count, eventually, figure, testdata, Env};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
 };
@@ -84,10 +84,7 @@ async fn stg_ids(env: &Env) -> BTreeSet<i64> {
 
 /// `consumed=N` of a summary line.
 fn consumed(line: &str) -> i64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("consumed="))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no consumed= in {line}"))
+    figure(line, "consumed").unwrap_or_else(|| panic!("no consumed= in {line}"))
 }
 
 /// stderr of a failed run: exactly one line, returned.

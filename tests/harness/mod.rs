@@ -394,6 +394,14 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// The `key=N` figure of a run's summary line (`consumed=3082 loaded=2980 …`).
+pub fn figure(summary: &str, key: &str) -> Option<i64> {
+    summary
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
+}
+
 /// Poll `check` until it returns `Some`, or fail after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
