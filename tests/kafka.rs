@@ -20,7 +20,7 @@ use std::time::Duration;
 use harness::instances::Scratch;
 use harness::oracle::{parse_order, Oracle};
 use harness::showcases::assert_matches;
-use harness::{count, eventually, figure, testdata, Env};
+use harness::{count, eventually, figure, one_line_failure, testdata, Env};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
 };
@@ -85,15 +85,6 @@ async fn stg_ids(env: &Env) -> BTreeSet<i64> {
 /// `consumed=N` of a summary line.
 fn consumed(line: &str) -> i64 {
     figure(line, "consumed").unwrap_or_else(|| panic!("no consumed= in {line}"))
-}
-
-/// stderr of a failed run: exactly one line, returned.
-fn one_line_failure(out: &std::process::Output) -> String {
-    assert!(!out.status.success(), "expected a failure: {out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one plain line: {stderr}");
-    lines[0].to_owned()
 }
 
 #[tokio::test]

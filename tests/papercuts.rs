@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{count, eventually, testdata, Env};
+use harness::{count, eventually, one_line_failure, testdata, Env};
 
 /// A password that must never be printed.
 const SECRET: &str = "s3cret-papercut";
@@ -32,10 +32,8 @@ fn fail(what: &str, mut cmd: Command) -> Failed {
     let started = Instant::now();
     let out = cmd.output().expect("the dwh binary runs");
     let seconds = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr.trim_end().to_owned();
-    assert!(!out.status.success(), "{what} must fail: {stderr}");
-    assert_eq!(line.lines().count(), 1, "{what}: one line, got {stderr}");
+    eprintln!("{what}:");
+    let line = one_line_failure(&out);
     assert!(
         !line.contains(SECRET),
         "{what} printed the password: {line}"

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use harness::instances::{make_certs, PgCluster, PgOptions, RedisServer, Scratch};
 use harness::oracle::Oracle;
 use harness::showcases::assert_matches;
-use harness::{count, Env, Services};
+use harness::{count, one_line_failure, Env, Services};
 
 /// The URL of the private cluster's `dwh_tls` database (trust auth: the password is only there to
 /// show that it is never printed).
@@ -56,11 +56,10 @@ fn ok(out: &Output) -> String {
 /// The one line a failing run prints; it must name `what` and show no password.
 fn one_line_error(out: &Output, what: &str) -> String {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    let stderr = one_line_failure(out);
     assert!(stderr.contains(what), "{stderr}");
     assert!(!stderr.contains("s3cret"), "password printed: {stderr}");
-    eprint!("as expected: {stderr}");
+    eprintln!("as expected: {stderr}");
     stderr
 }
 

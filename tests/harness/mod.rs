@@ -394,6 +394,15 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// The stderr of a run that must have failed with exactly one plain line: that line.
+pub fn one_line_failure(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a failure: {out:?}");
+    let line = stderr.trim_end();
+    assert_eq!(line.lines().count(), 1, "one plain line, got: {stderr}");
+    line.to_owned()
+}
+
 /// The `key=N` figure of a run's summary line (`consumed=3082 loaded=2980 …`).
 pub fn figure(summary: &str, key: &str) -> Option<i64> {
     summary
