@@ -11,8 +11,8 @@
 
 use anyhow::{bail, Context, Result};
 use dwh_shared::archive::{self, Archive, Kind};
-use dwh_shared::batch::{self, Job, Run};
-use dwh_shared::config::{Kafka, OrdersTopic, Postgres, Share, StgTopic};
+use dwh_shared::batch::{self, Hold, Job, Run};
+use dwh_shared::config::{Kafka, OrdersTopic, Postgres, Share, StgTopic, Worker};
 use dwh_shared::kafka::Drained;
 use dwh_shared::progress::Progress;
 
@@ -64,9 +64,15 @@ pub async fn run(args: &Args) -> Result<String> {
     }
     entries.retain(|entry| entry.meets(since, until));
 
+    // Every partition, or nothing: the archived batches hold messages of every partition, and
+    // no live stg run may load any of them meanwhile.
+    let share = Share {
+        worker: Worker::ALL,
+        ..args.share.clone()
+    };
     let topic = &args.orders.name;
     let Some((mut run, mut summary)) =
-        Run::resume(Stg::NAME, &args.pg, &args.kafka, &args.share, topic).await?
+        Run::resume(Stg::NAME, &args.pg, &args.kafka, &share, topic, Hold::All).await?
     else {
         return Ok("backfill: another stg run holds the lock; nothing done".into());
     };
@@ -105,6 +111,9 @@ pub async fn run(args: &Args) -> Result<String> {
         progress.inc(1);
     }
     progress.finish();
+    // Dictionary versions of archived snapshots (those of archived batches went with them).
+    stg::publish_dictionaries(&run, &args.stg.name).await?;
+    summary.published += run.publish_outbox().await?;
     Ok(format!(
         "backfill: archive={} batches={batches} snapshots={snapshots} consumed={} loaded={} \
          dead_lettered={} published={} seconds={:.2}",

@@ -9,8 +9,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
-use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use chrono::NaiveDateTime;
+use dwh_shared::batch::{self, Hold, Job, Loaded, Run, Summary};
 use dwh_shared::config::{positive, Bounds, DdsTopic, Kafka, Postgres, Share, Worker};
 use dwh_shared::frames;
 use dwh_shared::kafka::Drained;
@@ -100,13 +103,15 @@ impl Job for Cdm {
 
 /// Recompute every user, `chunk` users per transaction, so memory stays bounded.
 async fn full(args: &Args) -> Result<Summary> {
-    // Every partition: no incremental run may recompute a user while --full does.
+    // Every partition, or nothing: no incremental run may recompute a user while --full does.
     let share = Share {
         worker: Worker::ALL,
         ..args.share.clone()
     };
     let topic = &args.dds.name;
-    let Some(mut run) = Run::begin(Cdm::NAME, &args.pg, &args.kafka, &share, topic).await? else {
+    let Some(mut run) =
+        Run::begin(Cdm::NAME, &args.pg, &args.kafka, &share, topic, Hold::All).await?
+    else {
         return Ok(Summary::skipped());
     };
     let chunk = args.chunk;
@@ -191,7 +196,8 @@ pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid], rules: &[TagRule]) 
     Ok(written)
 }
 
-/// One row per (user, CLOSED order, product) with the product's name and category.
+/// One row per (user, CLOSED order, dish of its current basket) with the dish's current name and
+/// category, and the time of the order's current basket.
 async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<RecordBatch> {
     let rows = client
         .query(include_str!("sql/cdm_facts.sql"), &[&users])
@@ -203,6 +209,7 @@ async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<Reco
     let mut product_name = StringBuilder::new();
     let mut category = BinaryBuilder::new();
     let mut category_name = StringBuilder::new();
+    let mut order_ts = TimestampMicrosecondBuilder::new();
     for row in &rows {
         user.append_value(row.get::<_, Uuid>(0).as_bytes());
         order.append_value(row.get::<_, Uuid>(1).as_bytes());
@@ -210,6 +217,7 @@ async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<Reco
         product_name.append_option(row.get::<_, Option<&str>>(3));
         category.append_option(row.get::<_, Option<Uuid>>(4).map(|c| *c.as_bytes()));
         category_name.append_option(row.get::<_, Option<&str>>(5));
+        order_ts.append_value(row.get::<_, NaiveDateTime>(6).and_utc().timestamp_micros());
     }
     let columns: Vec<(&str, ArrayRef)> = vec![
         ("user_id", Arc::new(user.finish())),
@@ -218,6 +226,7 @@ async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<Reco
         ("product_name", Arc::new(product_name.finish())),
         ("category_id", Arc::new(category.finish())),
         ("category_name", Arc::new(category_name.finish())),
+        ("order_ts", Arc::new(order_ts.finish())),
     ];
     Ok(RecordBatch::try_from_iter(columns)?)
 }
@@ -270,7 +279,13 @@ pub fn compute(facts: &RecordBatch, rules: &[TagRule]) -> Result<Showcases> {
         .clone()
         .group_by([col("user_id"), col("product_id")])
         .agg([
+            // The dish's current name (the same on every row) or, for a dish no menu lists,
+            // the name the user's newest order gives it.
             col("product_name")
+                .sort_by(
+                    [col("order_ts")],
+                    SortMultipleOptions::default().with_order_descending(true),
+                )
                 .drop_nulls()
                 .first()
                 .alias("product_name"),

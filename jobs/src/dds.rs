@@ -1,26 +1,19 @@
 //! The DDS job: enriched orders from the STG topic into the Data Vault, set-based.
 //!
-//! drain → parse → keys and hashdiffs computed in Rust into two Arrow batches (one row per order,
-//! one per order line) → `COPY` into temp tables → one generated `INSERT … SELECT` per hub, link
-//! and satellite (from `vault::HUBS`, `LINKS`, `SATELLITES`) → queue the affected users for CDM
-//! → record offsets → commit → publish.
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! drain → parse (order, user and restaurant versions) → for each stage of `vault` (orders,
+//! order lines, users, restaurants, menu dishes): keys and hashdiffs computed in Rust into an
+//! Arrow batch → `COPY` into a temp table → the generated merges of its hubs, links, version log
+//! and satellites → queue the users of the batch's orders for CDM → record offsets → commit →
+//! queue the users of dishes renamed or moved to another category → publish.
 
 use anyhow::{Context, Result};
-use arrow::array::{
-    ArrayRef, FixedSizeBinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
-use chrono::NaiveDateTime;
-use dwh_shared::batch::{self, Job, Loaded, Summary};
+use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
 use dwh_shared::config::{Bounds, DdsTopic, Kafka, Postgres, Share, StgTopic};
 use dwh_shared::kafka::Drained;
 use dwh_shared::metrics::Push;
-use dwh_shared::model::{parse_ts, StgOrder};
-use dwh_shared::pg;
-use dwh_shared::vault::{self, hashdiff, hub_key, link_key};
+use dwh_shared::model::StgMessage;
+use dwh_shared::{pg, vault};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -76,28 +69,31 @@ impl Job for Dds {
         drained: &Drained,
         batch_id: Uuid,
     ) -> Result<Loaded> {
-        let (orders, dead) = batch::parse_all(drained, Order::parse);
-        let orders: Vec<Order> = orders.into_iter().map(|(_, order)| order).collect();
-        let (order_rows, item_rows) = stage_batches(&orders)?;
-        pg::stage(tx, vault::Stage::Orders.table(), &order_rows).await?;
-        pg::stage(tx, vault::Stage::Items.table(), &item_rows).await?;
-        batch::fault_point(Self::NAME, "after-copy");
-
-        let merges = (vault::HUBS.iter().map(|h| (h.table, vault::hub_merge(h))))
-            .chain(vault::LINKS.iter().map(|l| (l.table, vault::link_merge(l))))
-            .chain(
-                vault::SATELLITES
-                    .iter()
-                    .map(|s| (s.table, vault::satellite_merge(s))),
-            );
-        let mut rows = 0;
-        for (table, sql) in merges {
-            rows += tx
-                .execute(&sql, &[&self.source, &batch_id])
-                .instrument(tracing::info_span!("merge", table))
-                .await
-                .with_context(|| format!("merging dds.{table}"))?;
+        let (messages, dead) = batch::parse_all(drained, StgMessage::parse);
+        let (mut orders, mut users, mut restaurants) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, message) in messages {
+            match message {
+                StgMessage::Order(o) => orders.push(o),
+                StgMessage::User(u) => users.push(u),
+                StgMessage::Restaurant(r) => restaurants.push(r),
+            }
         }
+        let mut rows = 0;
+        rows += self
+            .load_stage(tx, &vault::STAGE_ORDERS, &orders, batch_id)
+            .await?;
+        rows += self
+            .load_stage(tx, &vault::STAGE_ORDER_ITEMS, &orders, batch_id)
+            .await?;
+        rows += self
+            .load_stage(tx, &vault::STAGE_USERS, &users, batch_id)
+            .await?;
+        rows += self
+            .load_stage(tx, &vault::STAGE_RESTAURANTS, &restaurants, batch_id)
+            .await?;
+        rows += self
+            .load_stage(tx, &vault::STAGE_MENU, &restaurants, batch_id)
+            .await?;
         tx.execute(
             include_str!("sql/dds_affected_users.sql"),
             &[&batch_id, &self.target],
@@ -107,216 +103,82 @@ impl Job for Dds {
         .context("queueing affected users")?;
         Ok(Loaded { rows, dead })
     }
-}
 
-/// An STG message with its timestamps checked.
-struct Order {
-    msg: StgOrder,
-    order_dt: NaiveDateTime,
-    update_ts: NaiveDateTime,
-    user_update_ts: Option<NaiveDateTime>,
-    restaurant_update_ts: Option<NaiveDateTime>,
-}
-
-impl Order {
-    fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let msg: StgOrder =
-            serde_json::from_slice(bytes).map_err(|e| format!("not an STG order: {e}"))?;
-        let optional = |ts: &Option<String>| ts.as_deref().map(parse_ts).transpose();
-        Ok(Order {
-            order_dt: parse_ts(&msg.order_dt)?,
-            update_ts: parse_ts(&msg.update_ts)?,
-            user_update_ts: optional(&msg.user.update_ts)?,
-            restaurant_update_ts: optional(&msg.restaurant.update_ts)?,
-            msg,
-        })
+    /// Queue, for CDM, the users of the dishes whose name or category a committed batch changed.
+    ///
+    /// After the commit, not inside the batch: an order another worker commits meanwhile is then
+    /// either seen here, or committed after this batch, and its own message makes CDM recompute
+    /// its user with this batch's change visible. A run that dies before this step leaves the
+    /// dishes in `dds.pending_fanout`; the next run of these partitions does it.
+    async fn after_commit(&mut self, run: &Run) -> Result<()> {
+        let keys: Vec<String> = run.partitions.iter().map(i32::to_string).collect();
+        run.client
+            .execute(include_str!("sql/dds_fanout.sql"), &[&keys, &self.target])
+            .instrument(tracing::info_span!("fanout"))
+            .await
+            .context("queueing the users of changed dishes")?;
+        Ok(())
     }
 }
 
-fn micros(ts: NaiveDateTime) -> i64 {
-    ts.and_utc().timestamp_micros()
-}
-
-/// Typed column builders keyed by column name, so a stage batch is described by its names.
-#[derive(Default)]
-struct Columns {
-    order: Vec<&'static str>,
-    uuids: BTreeMap<&'static str, FixedSizeBinaryBuilder>,
-    texts: BTreeMap<&'static str, StringBuilder>,
-    ints: BTreeMap<&'static str, Int64Builder>,
-    times: BTreeMap<&'static str, TimestampMicrosecondBuilder>,
-}
-
-impl Columns {
-    fn uuid(&mut self, name: &'static str, value: Option<Uuid>) {
-        let builder = self
-            .uuids
-            .entry(name)
-            .or_insert_with(|| FixedSizeBinaryBuilder::new(16));
-        match value {
-            Some(v) => builder
-                .append_value(v.as_bytes())
-                .expect("a uuid is 16 bytes"),
-            None => builder.append_null(),
+impl Dds {
+    /// Stage `records` as `stage` describes and run its merges: hubs, links, the version log,
+    /// then each satellite. Returns the rows written.
+    async fn load_stage<T>(
+        &self,
+        tx: &Transaction<'_>,
+        stage: &vault::Stage<T>,
+        records: &[T],
+        batch_id: Uuid,
+    ) -> Result<u64> {
+        if records.is_empty() {
+            return Ok(0);
         }
-        if !self.order.contains(&name) {
-            self.order.push(name);
-        }
-    }
-    fn text(&mut self, name: &'static str, value: Option<&str>) {
-        self.texts.entry(name).or_default().append_option(value);
-        if !self.order.contains(&name) {
-            self.order.push(name);
-        }
-    }
-    fn int(&mut self, name: &'static str, value: i64) {
-        self.ints.entry(name).or_default().append_value(value);
-        if !self.order.contains(&name) {
-            self.order.push(name);
-        }
-    }
-    fn time(&mut self, name: &'static str, value: Option<NaiveDateTime>) {
-        self.times
-            .entry(name)
-            .or_default()
-            .append_option(value.map(micros));
-        if !self.order.contains(&name) {
-            self.order.push(name);
-        }
-    }
-    fn finish(mut self) -> Result<RecordBatch> {
-        let mut columns: Vec<(&str, ArrayRef)> = Vec::new();
-        for name in self.order {
-            let array: ArrayRef = if let Some(b) = self.uuids.get_mut(name) {
-                Arc::new(b.finish())
-            } else if let Some(b) = self.texts.get_mut(name) {
-                Arc::new(b.finish())
-            } else if let Some(b) = self.ints.get_mut(name) {
-                Arc::new(b.finish())
-            } else {
-                Arc::new(
-                    self.times
-                        .get_mut(name)
-                        .expect("every column has a builder")
-                        .finish(),
-                )
-            };
-            columns.push((name, array));
-        }
-        Ok(RecordBatch::try_from_iter(columns)?)
-    }
-}
-
-/// The two stage batches: one row per order and one per order line, with every key computed.
-fn stage_batches(orders: &[Order]) -> Result<(RecordBatch, RecordBatch)> {
-    let mut o = Columns::default();
-    let mut i = Columns::default();
-    for order in orders {
-        let m = &order.msg;
-        let order_pk = hub_key(&m.order_id.to_string());
-        let user_pk = hub_key(&m.user.id);
-        let restaurant_pk = hub_key(&m.restaurant.id);
-        let cost = m.cost.to_string();
-        let payment = m.payment.to_string();
-        o.uuid("h_order_pk", Some(order_pk));
-        o.int("order_id", m.order_id);
-        o.time("order_dt", Some(order.order_dt));
-        o.time("update_ts", Some(order.update_ts));
-        o.text("status", Some(&m.final_status));
-        o.int("cost", m.cost);
-        o.int("payment", m.payment);
-        o.uuid("h_user_pk", Some(user_pk));
-        o.text("user_id", Some(&m.user.id));
-        o.text("username", m.user.name.as_deref());
-        o.text("userlogin", m.user.login.as_deref());
-        o.time(
-            "user_update_ts",
-            order.user_update_ts.or(Some(order.update_ts)),
+        let batch = vault::stage_batch(stage, records)?;
+        pg::stage(tx, stage.table, &batch).await?;
+        batch::fault_point(Self::NAME, "after-copy");
+        let params: [&(dyn ToSql + Sync); 2] = [&self.source, &batch_id];
+        let batch_param: [&(dyn ToSql + Sync); 1] = [&batch_id];
+        let mut rows = 0;
+        let merges = (stage
+            .hubs
+            .iter()
+            .map(|h| (h.table, vault::hub_merge(h, stage.table))))
+        .chain(
+            stage
+                .links
+                .iter()
+                .map(|l| (l.table, vault::link_merge(l, stage.table))),
         );
-        o.uuid("h_restaurant_pk", Some(restaurant_pk));
-        o.text("restaurant_id", Some(&m.restaurant.id));
-        o.text("restaurant_name", m.restaurant.name.as_deref());
-        o.time(
-            "restaurant_update_ts",
-            order.restaurant_update_ts.or(Some(order.update_ts)),
-        );
-        o.uuid("hk_order_user_pk", Some(link_key(&[order_pk, user_pk])));
-        o.uuid(
-            "s_user_names_hashdiff",
-            hashdiff(&[m.user.name.as_deref(), m.user.login.as_deref()]),
-        );
-        o.uuid(
-            "s_restaurant_names_hashdiff",
-            hashdiff(&[m.restaurant.name.as_deref()]),
-        );
-        o.uuid(
-            "s_order_cost_hashdiff",
-            hashdiff(&[Some(&cost), Some(&payment)]),
-        );
-        o.uuid(
-            "s_order_status_hashdiff",
-            hashdiff(&[Some(&m.final_status)]),
-        );
-        for item in &m.items {
-            let product_pk = hub_key(&item.id);
-            let category_pk = item.category.as_deref().map(hub_key);
-            i.uuid("h_order_pk", Some(order_pk));
-            i.time("update_ts", Some(order.update_ts));
-            i.uuid("h_product_pk", Some(product_pk));
-            i.text("product_id", Some(&item.id));
-            i.text("product_name", Some(&item.name));
-            i.uuid("h_restaurant_pk", Some(restaurant_pk));
-            i.uuid("h_category_pk", category_pk);
-            i.text("category_name", item.category.as_deref());
-            i.uuid(
-                "hk_order_product_pk",
-                Some(link_key(&[order_pk, product_pk])),
-            );
-            i.uuid(
-                "hk_product_restaurant_pk",
-                Some(link_key(&[product_pk, restaurant_pk])),
-            );
-            i.uuid(
-                "hk_product_category_pk",
-                category_pk.map(|c| link_key(&[product_pk, c])),
-            );
-            i.uuid("s_product_names_hashdiff", hashdiff(&[Some(&item.name)]));
+        for (table, sql) in merges {
+            rows += tx
+                .execute(&sql, &params)
+                .instrument(tracing::info_span!("merge", table))
+                .await
+                .with_context(|| format!("merging dds.{table}"))?;
         }
+        if let Some(feed) = &stage.log {
+            let [create, merge] = vault::log_merge(feed, stage.table);
+            tx.batch_execute(&create).await?;
+            rows += tx
+                .execute(&merge, &params)
+                .instrument(tracing::info_span!("merge", table = feed.log.table))
+                .await
+                .with_context(|| format!("merging dds.{}", feed.log.table))?;
+        }
+        for sat in stage.satellites {
+            for statement in vault::satellite_merge(sat, stage) {
+                let done = match &statement {
+                    vault::Statement::Plain(sql) => tx.execute(sql, &[]),
+                    vault::Statement::Loading(sql) => tx.execute(sql, &params),
+                    vault::Statement::Batch(sql) => tx.execute(sql, &batch_param),
+                };
+                rows += done
+                    .instrument(tracing::info_span!("merge", table = sat.table))
+                    .await
+                    .with_context(|| format!("merging dds.{}", sat.table))?;
+            }
+        }
+        Ok(rows)
     }
-    if orders.is_empty() {
-        return Ok((
-            empty_stage(vault::Stage::Orders),
-            empty_stage(vault::Stage::Items),
-        ));
-    }
-    let items = if i.order.is_empty() {
-        empty_stage(vault::Stage::Items)
-    } else {
-        i.finish()?
-    };
-    Ok((o.finish()?, items))
 }
-
-/// A stage batch with no rows (every message of the batch was junk, or no order had items).
-fn empty_stage(stage: vault::Stage) -> RecordBatch {
-    let mut probe = Order::parse(PROBE.as_bytes()).expect("the probe order parses");
-    probe.msg.items.clear();
-    if stage == vault::Stage::Items {
-        probe.msg.items.push(dwh_shared::model::StgItem {
-            id: String::new(),
-            name: String::new(),
-            price: 0,
-            quantity: 0,
-            category: None,
-        });
-    }
-    let (orders, items) = stage_batches(std::slice::from_ref(&probe)).expect("the probe stages");
-    let batch = if stage == vault::Stage::Orders {
-        orders
-    } else {
-        items
-    };
-    batch.slice(0, 0)
-}
-
-const PROBE: &str = r#"{"order_id":0,"order_dt":"2000-01-01 00:00:00","update_ts":"2000-01-01 00:00:00","final_status":"","cost":0,"payment":0,"user":{"id":"","name":null,"login":null,"update_ts":null},"restaurant":{"id":"","name":null,"update_ts":null},"items":[]}"#;

@@ -16,7 +16,7 @@ use arrow::array::{
 };
 use chrono::NaiveDateTime;
 use dwh_shared::archive::{Archive, ArchiveArgs, Document};
-use dwh_shared::batch::{self, Job, Loaded, Summary};
+use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
 use dwh_shared::config::{Bounds, Kafka, OrdersTopic, Postgres, Redis, Share, StgTopic};
 use dwh_shared::kafka::{Drained, Polled};
 use dwh_shared::metrics::Push;
@@ -180,12 +180,11 @@ impl Job for Stg {
         drained: &Drained,
         batch_id: Uuid,
     ) -> Result<Loaded> {
-        let (mut orders, dead) = batch::parse_all(drained, OrderMessage::parse);
+        let (orders, dead) = batch::parse_all(drained, OrderMessage::parse);
         let ids: Vec<String> = orders
             .iter()
             .flat_map(|(_, o)| [o.user_id.clone(), o.restaurant_id.clone()])
             .collect();
-        newest_per_order(&mut orders);
         let dictionaries = self
             .dictionaries
             .read(tx, &ids)
@@ -217,19 +216,43 @@ impl Job for Stg {
         }
         Ok(Loaded { rows, dead })
     }
+
+    /// Publish the dictionary versions STG holds but has not published (loaded by this batch, by
+    /// `dwh snapshot` or by a backfill) as a batch of their own, so that a renamed user or a
+    /// changed menu reaches DDS even when no order names it. Parallel workers each claim what is
+    /// unclaimed; a version is claimed once.
+    async fn after_commit(&mut self, run: &Run) -> Result<()> {
+        publish_dictionaries(run, &self.target).await
+    }
 }
 
-/// Keep one message per order, the newest of the batch: the latest `update_ts`, on a tie the
-/// lowest partition, then the latest offset. The merge takes each staged row as the order's
-/// candidate, so sorting here spares PostgreSQL a sort of every payload.
-fn newest_per_order(orders: &mut Vec<(&Polled, OrderMessage)>) {
-    orders.sort_unstable_by(|(a_msg, a), (b_msg, b)| {
-        (a.object_id.cmp(&b.object_id))
-            .then(b.update_ts.cmp(&a.update_ts))
-            .then(a_msg.partition.cmp(&b_msg.partition))
-            .then(b_msg.offset.cmp(&a_msg.offset))
-    });
-    orders.dedup_by_key(|(_, order)| order.object_id);
+/// Claim the unpublished dictionary versions under a new batch of `run`'s partitions and queue
+/// them for `topic`; nothing when there are none.
+pub async fn publish_dictionaries(run: &Run, topic: &str) -> Result<()> {
+    let batch_id = vault::hub_key(&format!(
+        "dictionaries|{}|{}",
+        run.topic,
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    let ranges: serde_json::Map<String, serde_json::Value> = run
+        .partitions
+        .iter()
+        .map(|p| (p.to_string(), serde_json::json!([0, 0])))
+        .collect();
+    let queued: i64 = run
+        .client
+        .query_opt(
+            include_str!("sql/stg_publish_dictionaries.sql"),
+            &[&batch_id, &topic, &serde_json::Value::Object(ranges)],
+        )
+        .instrument(info_span!("dictionaries"))
+        .await
+        .context("queueing dictionary versions for the STG topic")?
+        .map_or(0, |row| row.get(0));
+    if queued > 0 {
+        info!(versions = queued, %batch_id, "dictionary versions queued");
+    }
+    Ok(())
 }
 
 fn micros(ts: NaiveDateTime) -> i64 {

@@ -137,6 +137,15 @@ pub trait Job {
         drained: &Drained,
         batch_id: Uuid,
     ) -> impl Future<Output = Result<Loaded>>;
+
+    /// Work that must follow a batch's commit in a transaction of its own, and that a run also
+    /// does first for whatever an earlier run committed but did not get to (it died in between):
+    /// DDS queues the users of changed dishes, STG publishes dictionary versions. Before
+    /// publishing.
+    fn after_commit(&mut self, run: &Run) -> impl Future<Output = Result<()>> {
+        let _ = run;
+        async { Ok(()) }
+    }
 }
 
 /// One run of a consuming job, start to end: lock → republish → drain `topic` → load → dead
@@ -149,9 +158,18 @@ pub async fn run<J: Job>(
     bounds: &Bounds,
     share: &Share,
 ) -> Result<Summary> {
-    let Some((mut run, mut summary)) = Run::resume(J::NAME, pg, kafka, share, topic).await? else {
+    let Some((mut run, mut summary)) =
+        Run::resume(J::NAME, pg, kafka, share, topic, Hold::Any).await?
+    else {
         return Ok(Summary::skipped());
     };
+    job.after_commit(&run)
+        .await
+        .context("finishing the last batch")?;
+    summary.published += run
+        .publish_outbox()
+        .await
+        .context("republishing the last batch")?;
     fault_point(J::NAME, "before-drain");
     let drained = run
         .drain(bounds)
@@ -203,6 +221,7 @@ pub async fn load_batch<J: Job>(
             .await
             .context("committing the batch")?;
         fault_point(J::NAME, "after-commit");
+        job.after_commit(run).await?;
 
         summary.published += run
             .publish_outbox()
@@ -274,15 +293,29 @@ pub struct Run {
     batch_started: Instant,
 }
 
+/// Which of its partitions a run must hold to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Those it can lock: a consuming run reads, records and publishes for these only, and
+    /// another run of the job takes the rest.
+    Any,
+    /// Every one, or none: for work that is not split by partition. Two recomputes of the same
+    /// user must never interleave (`dwh cdm --full` against an incremental run), and a backfill
+    /// writes the batches of every partition, so it must not race a live stg run on some.
+    All,
+}
+
 impl Run {
     /// Connect and lock this worker's partitions of `topic` (one advisory lock per partition,
-    /// waiting at most `--lock-wait-secs` in all); `None` when other runs hold every one of them.
+    /// waiting at most `--lock-wait-secs` in all); `None` when other runs hold every one of them,
+    /// or, with [`Hold::All`], any one of them (the locks taken are released again first).
     pub async fn begin(
         job: &'static str,
         pg: &Postgres,
         kafka: &Kafka,
         share: &Share,
         topic: &str,
+        hold: Hold,
     ) -> Result<Option<Run>> {
         let client = pg::connect(pg).await?;
         let mine: Vec<i32> = kafka::topic_partitions(kafka, topic)
@@ -292,6 +325,15 @@ impl Run {
             .collect();
         let wait = Duration::from_secs(share.lock_wait_secs);
         let partitions = lock_partitions(&client, job, topic, &mine, wait).await?;
+        if hold == Hold::All && partitions.len() < mine.len() {
+            // Released now, not when the connection's end reaches the server: the run holding the
+            // others must not find these taken meanwhile.
+            client
+                .batch_execute("SELECT pg_advisory_unlock_all()")
+                .await
+                .context("releasing the partition locks")?;
+            return Ok(None);
+        }
         if partitions.is_empty() {
             return Ok(None);
         }
@@ -316,8 +358,9 @@ impl Run {
         kafka: &Kafka,
         share: &Share,
         topic: &str,
+        hold: Hold,
     ) -> Result<Option<(Run, Summary)>> {
-        let Some(run) = Run::begin(job, pg, kafka, share, topic).await? else {
+        let Some(run) = Run::begin(job, pg, kafka, share, topic, hold).await? else {
             return Ok(None);
         };
         let published = run

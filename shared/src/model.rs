@@ -334,23 +334,97 @@ impl DictVersion {
     }
 }
 
-/// An order as `dwh stg` publishes it to the STG topic: the current version, enriched with the
-/// dictionary names and item categories STG knew at the time.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+/// A message of the STG topic: an order version, or a user or restaurant version (`"kind"`;
+/// a message without one is an order, as STG published them before dictionaries flowed).
+#[derive(Debug, Clone)]
+pub enum StgMessage {
+    Order(StgOrder),
+    User(StgUserVersion),
+    Restaurant(StgRestaurantVersion),
+}
+
+impl StgMessage {
+    /// Parse one message of the STG topic; `Err` carries the reason it is unusable.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Tagged {
+            kind: Option<String>,
+        }
+        let Tagged { kind } =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an STG message: {e}"))?;
+        match kind.as_deref() {
+            None | Some("order") => {
+                let mut order: StgOrder =
+                    serde_json::from_slice(bytes).map_err(|e| format!("not an STG order: {e}"))?;
+                order.basket = basket(&order.items);
+                Ok(StgMessage::Order(order))
+            }
+            Some("user") => serde_json::from_slice(bytes)
+                .map(StgMessage::User)
+                .map_err(|e| format!("not an STG user version: {e}")),
+            Some("restaurant") => {
+                let mut restaurant: StgRestaurantVersion = serde_json::from_slice(bytes)
+                    .map_err(|e| format!("not an STG restaurant version: {e}"))?;
+                // A menu entry without an id names no dish.
+                restaurant.menu.retain(|dish| dish.id.is_some());
+                Ok(StgMessage::Restaurant(restaurant))
+            }
+            Some(other) => Err(format!("an STG message of unknown kind {}", shown(other))),
+        }
+    }
+}
+
+/// The dishes of an order as its basket: each dish once (the first line naming it), by id, with
+/// its hub key and the name the order gives it. Canonical, so an unchanged basket has an
+/// unchanged hashdiff.
+fn basket(items: &[StgItem]) -> String {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        product_pk: uuid::Uuid,
+        name: &'a str,
+    }
+    let mut lines: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| (i.id.as_str(), i.name.as_str()))
+        .collect();
+    lines.sort_by(|a, b| a.0.cmp(b.0));
+    lines.dedup_by(|a, b| a.0 == b.0);
+    let lines: Vec<Line> = lines
+        .into_iter()
+        .map(|(id, name)| Line {
+            product_pk: crate::vault::hub_key(id),
+            name,
+        })
+        .collect();
+    serde_json::to_string(&lines).expect("a basket serialises")
+}
+
+/// An order version as `dwh stg` publishes it to the STG topic, enriched with the dictionary
+/// names and item categories STG knew at the time (DDS takes those from the dictionary versions).
+#[derive(Debug, Clone, Deserialize)]
 pub struct StgOrder {
     pub order_id: i64,
-    pub order_dt: String,
-    pub update_ts: String,
+    #[serde(deserialize_with = "ts")]
+    pub order_dt: NaiveDateTime,
+    #[serde(deserialize_with = "ts")]
+    pub update_ts: NaiveDateTime,
+    /// The position the version was read at in the orders topic, partition × 2^40 + offset: on
+    /// equal `update_ts` the greater one wins (0 in messages of versions before it was sent).
+    #[serde(default)]
+    pub seq: i64,
     pub final_status: String,
     pub cost: i64,
     pub payment: i64,
     pub user: StgUser,
     pub restaurant: StgRestaurant,
     pub items: Vec<StgItem>,
+    /// The basket the items make (see [`basket`]).
+    #[serde(skip)]
+    pub basket: String,
 }
 
 /// The user of an order; name and login are `None` while Redis does not know the user.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct StgUser {
     pub id: String,
     pub name: Option<String>,
@@ -359,21 +433,60 @@ pub struct StgUser {
 }
 
 /// The restaurant of an order; the name is `None` while Redis does not know it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct StgRestaurant {
     pub id: String,
     pub name: Option<String>,
     pub update_ts: Option<String>,
 }
 
-/// One line of an order with the category the restaurant's menu gives it (`None` if unknown).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+/// One line of an order with the category the restaurant's menu gave it (`None` if unknown).
+#[derive(Debug, Clone, Deserialize)]
 pub struct StgItem {
     pub id: String,
     pub name: String,
     pub price: i64,
     pub quantity: i64,
     pub category: Option<String>,
+}
+
+/// A user version as STG publishes it: `update_ts` is the document's `update_ts_utc`, or when it
+/// has none the time STG stored it; `seq` is STG's load order (on equal `update_ts` the later
+/// load wins).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StgUserVersion {
+    pub id: String,
+    pub name: Option<String>,
+    pub login: Option<String>,
+    #[serde(deserialize_with = "ts")]
+    pub update_ts: NaiveDateTime,
+    pub seq: i64,
+}
+
+/// A restaurant version as STG publishes it (timestamps and `seq` as for users).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StgRestaurantVersion {
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(deserialize_with = "ts")]
+    pub update_ts: NaiveDateTime,
+    pub seq: i64,
+    pub menu: Vec<MenuDish>,
+}
+
+/// A dish of a menu: an id (always, after parsing), its name and category as listed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MenuDish {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub category: Option<String>,
+}
+
+impl MenuDish {
+    /// The dish's id (menu entries without one are dropped when the message is parsed).
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or_default()
+    }
 }
 
 /// What `dwh dds` tells the CDM job: this user's facts changed in this batch.

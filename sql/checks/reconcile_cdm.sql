@@ -1,20 +1,32 @@
 -- Reconciliation: recount distinct CLOSED orders per user×dish and user×category straight from
--- the Data Vault's hubs, links and satellites, and list every row where CDM differs.
--- No rows means the showcases are right. Run: psql "$DWH_PG_URL" -f sql/checks/reconcile_cdm.sql
+-- the Data Vault's hubs, links and satellites, under the current-truth rules (README "The
+-- model"): an order counts when its newest status is CLOSED, with the dishes of its newest
+-- basket; a dish counts in the category of its newest es_product_category row. Lists every row
+-- where CDM differs; no rows means the showcases are right.
+-- Run: psql "$DWH_PG_URL" -f sql/checks/reconcile_cdm.sql
 WITH closed AS (
     SELECT lou.h_user_pk, lou.h_order_pk
     FROM dds.l_order_user lou
     WHERE (SELECT s.status FROM dds.s_order_status s WHERE s.h_order_pk = lou.h_order_pk
            ORDER BY s.effective_dt DESC LIMIT 1) = 'CLOSED'
+), lines AS (
+    SELECT DISTINCT c.h_user_pk, c.h_order_pk, (e ->> 'product_pk')::uuid AS h_product_pk
+    FROM closed c
+    CROSS JOIN LATERAL (SELECT s.items FROM dds.s_order_basket s
+                        WHERE s.h_order_pk = c.h_order_pk
+                        ORDER BY s.effective_dt DESC LIMIT 1) b
+    CROSS JOIN LATERAL jsonb_array_elements(b.items) e
 ), products AS (
-    SELECT c.h_user_pk AS user_id, lop.h_product_pk AS id, count(DISTINCT c.h_order_pk) AS order_cnt
-    FROM closed c JOIN dds.l_order_product lop USING (h_order_pk)
+    SELECT h_user_pk AS user_id, h_product_pk AS id, count(DISTINCT h_order_pk) AS order_cnt
+    FROM lines
     GROUP BY 1, 2
 ), categories AS (
-    SELECT c.h_user_pk AS user_id, lpc.h_category_pk AS id, count(DISTINCT c.h_order_pk) AS order_cnt
-    FROM closed c
-    JOIN dds.l_order_product lop USING (h_order_pk)
-    JOIN dds.l_product_category lpc USING (h_product_pk)
+    SELECT l.h_user_pk AS user_id, pc.h_category_pk AS id,
+           count(DISTINCT l.h_order_pk) AS order_cnt
+    FROM lines l
+    JOIN LATERAL (SELECT s.h_category_pk FROM dds.es_product_category s
+                  WHERE s.h_product_pk = l.h_product_pk
+                  ORDER BY s.effective_dt DESC LIMIT 1) pc ON pc.h_category_pk IS NOT NULL
     GROUP BY 1, 2
 )
 SELECT 'user_product_counters' AS showcase, coalesce(v.user_id, s.user_id) AS user_id,

@@ -1,0 +1,25 @@
+-- After a batch's commit: queue for CDM every user who ordered a dish whose name or category the
+-- batch changed (dds.pending_fanout, written with the batch), under that batch, and take the
+-- dishes off the list, in one statement. The batch is marked unpublished again so the messages
+-- go out with the rest of its outbox. Only batches of the partitions this run holds ($1, text keys
+-- of dwh.batches.ranges): a parallel worker does its own.
+-- $1 partitions, $2 DDS topic.
+WITH done AS (
+    DELETE FROM dds.pending_fanout f
+    WHERE f.batch_id IN (SELECT b.batch_id FROM dwh.batches b
+                         WHERE b.job = 'dds' AND b.ranges ?| $1)
+    RETURNING f.batch_id, f.h_product_pk
+), users AS (
+    SELECT DISTINCT d.batch_id, lou.h_user_pk
+    FROM done d
+    JOIN dds.l_order_product lop ON lop.h_product_pk = d.h_product_pk
+    JOIN dds.l_order_user lou ON lou.h_order_pk = lop.h_order_pk
+), queued AS (
+    INSERT INTO dwh.outbox (job, batch_id, topic, key, value)
+    SELECT 'dds', batch_id, $2, h_user_pk::text,
+           json_build_object('user_pk', h_user_pk, 'batch_id', batch_id)::text
+    FROM users
+    ORDER BY batch_id, h_user_pk
+)
+UPDATE dwh.batches b SET published_at = NULL
+WHERE b.batch_id IN (SELECT batch_id FROM done)
