@@ -1,12 +1,18 @@
 //! Parallel runs: 8 partitions, 4 runs of each job at once (`--worker i/4`), over the testdata
 //! with its status changes and duplicates; the showcases equal the oracle and every order is once
 //! in DDS — also when one run is killed mid-batch and the others go on.
+//!
+//! And runs that find the lock held: a run held at a pause point (`DWH_PAUSE`) keeps its
+//! partition locks, so a second run started meanwhile meets them for certain. It says so and does
+//! nothing; `dwh cdm --full` and `dwh backfill`, which need every partition, do nothing when
+//! another run holds any one of them.
 
 mod harness;
 
 use std::process::Child;
 
 use harness::oracle::Oracle;
+use harness::runs::{Background, Pause};
 use harness::showcases::assert_matches;
 use harness::{count, Env};
 
@@ -162,4 +168,141 @@ async fn migrate_says_when_existing_topics_have_other_partitions() {
         )),
         "{line}"
     );
+}
+
+/// `dwh <args>` that must end at once (exit 0) with the line of a run that found the lock held.
+fn assert_skipped(env: &Env, args: &[&str], line: &str) {
+    let out = env.dwh(args);
+    assert!(
+        out.status.success(),
+        "dwh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), line);
+}
+
+/// A `dwh <args>` held at `point` (holding its partition locks there), and the pause holding it.
+fn held_at(env: &Env, point: &str, args: &[&str]) -> (Pause, Background) {
+    let pause = Pause::at(env, point);
+    let mut run = Background::start(env.command(args, &pause.env()));
+    pause.reached(&mut run);
+    (pause, run)
+}
+
+#[tokio::test]
+async fn a_second_stg_run_finds_the_lock_held_and_does_nothing() {
+    let env = Env::new().await;
+    let oracle = Oracle::testdata();
+    env.replay_testdata();
+    let (pause, first) = held_at(&env, "stg:before-drain", &["stg"]);
+
+    assert_skipped(
+        &env,
+        &["stg", "--lock-wait-secs", "0"],
+        "stg: another run holds the lock; nothing done",
+    );
+    let pg = env.pg().await;
+    for table in ["stg.order_events", "dwh.batches", "dwh.offsets"] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        assert_eq!(count(&pg, &sql).await, 0, "{table}");
+    }
+    assert_eq!(env.topic_len(&env.stg_topic), 0);
+
+    pause.release();
+    let done = first.finish();
+    let orders = oracle.orders.len();
+    assert!(
+        done.succeeded().contains(&format!("published={orders} ")),
+        "{}",
+        done.stdout
+    );
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM stg.order_events").await,
+        orders as i64
+    );
+}
+
+#[tokio::test]
+async fn cdm_full_does_nothing_while_a_worker_holds_one_partition() {
+    let env = Env::with_partitions(2).await;
+    let oracle = Oracle::testdata();
+    env.replay_testdata();
+    env.pipeline();
+    // Showcases a recompute would fill again: empty ones show that none ran.
+    let pg = env.pg().await;
+    pg.batch_execute(
+        "TRUNCATE cdm.user_product_counters, cdm.user_category_counters, cdm.user_tags",
+    )
+    .await
+    .unwrap();
+    let (pause, worker) = held_at(&env, "cdm:before-drain", &["cdm", "--worker", "0/2"]);
+
+    assert_skipped(
+        &env,
+        &["cdm", "--full", "--lock-wait-secs", "0"],
+        "cdm: another run holds the lock; nothing done",
+    );
+    for table in [
+        "user_product_counters",
+        "user_category_counters",
+        "user_tags",
+    ] {
+        let sql = format!("SELECT count(*) FROM cdm.{table}");
+        assert_eq!(count(&pg, &sql).await, 0, "cdm.{table}");
+    }
+    // The partition it did lock is free again: the other worker takes it at once.
+    let line = env.dwh_ok(&["cdm", "--worker", "1/2", "--lock-wait-secs", "0"]);
+    assert!(line.contains("consumed=0 "), "{line}");
+
+    pause.release();
+    worker.finish().succeeded();
+    env.dwh_ok(&["cdm", "--full", "--lock-wait-secs", "0"]);
+    assert_matches(&env, &oracle, "after cdm --full with every partition").await;
+}
+
+#[tokio::test]
+async fn a_backfill_does_nothing_while_stg_holds_one_partition() {
+    let dir = std::env::temp_dir().join(format!("dwh-archive-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let archive = dir.to_str().unwrap();
+    let first = Env::with_partitions(2).await;
+    first.replay_testdata();
+    first.dwh_ok_with(&["stg"], &[("DWH_ARCHIVE", archive)]);
+    drop(first);
+
+    // A new warehouse; stg's worker 1/2 holds partition 1 of its (empty) orders topic.
+    let env = Env::with_partitions(2).await;
+    let (pause, worker) = held_at(&env, "stg:before-drain", &["stg", "--worker", "1/2"]);
+    let backfill = [
+        "backfill",
+        "--from-archive",
+        archive,
+        "--lock-wait-secs",
+        "0",
+    ];
+    assert_skipped(
+        &env,
+        &backfill,
+        "backfill: another stg run holds the lock; nothing done",
+    );
+    let pg = env.pg().await;
+    for table in ["stg.order_events", "dwh.batches", "dwh.offsets"] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        assert_eq!(count(&pg, &sql).await, 0, "{table}");
+    }
+    assert_eq!(env.topic_len(&env.stg_topic), 0);
+    // The partition it did lock is free again: stg's worker 0/2 takes it at once.
+    let line = env.dwh_ok(&["stg", "--worker", "0/2", "--lock-wait-secs", "0"]);
+    assert!(line.contains("consumed=0 "), "{line}");
+
+    pause.release();
+    worker.finish().succeeded();
+    let line = env.dwh_ok(&backfill);
+    assert!(line.contains("batches=1 "), "{line}");
+    let orders = Oracle::testdata().orders.len() as i64;
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM stg.order_events").await,
+        orders
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
