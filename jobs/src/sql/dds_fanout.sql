@@ -14,6 +14,10 @@ WITH done AS (
     FROM done d
     JOIN dds.l_order_product lop ON lop.h_product_pk = d.h_product_pk
     JOIN dds.l_order_user lou ON lou.h_order_pk = lop.h_order_pk
+    -- A user the batch queued already (for an order of theirs) is recomputed after this commit
+    -- anyway: the first load, orders and menus in one batch, queues each user once.
+    WHERE NOT EXISTS (SELECT 1 FROM dwh.outbox o
+                      WHERE o.batch_id = d.batch_id AND o.key = lou.h_user_pk::text)
 ), queued AS (
     INSERT INTO dwh.outbox (job, batch_id, topic, key, value)
     SELECT 'dds', batch_id, $2, h_user_pk::text,
