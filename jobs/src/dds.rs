@@ -94,13 +94,15 @@ impl Job for Dds {
         rows += self
             .load_stage(tx, &vault::STAGE_MENU, &restaurants, batch_id)
             .await?;
-        tx.execute(
-            include_str!("sql/dds_affected_users.sql"),
-            &[&batch_id, &self.target],
-        )
-        .instrument(tracing::info_span!("merge", table = "dwh.outbox"))
-        .await
-        .context("queueing affected users")?;
+        if !orders.is_empty() {
+            tx.execute(
+                include_str!("sql/dds_affected_users.sql"),
+                &[&batch_id, &self.target],
+            )
+            .instrument(tracing::info_span!("merge", table = "dwh.outbox"))
+            .await
+            .context("queueing affected users")?;
+        }
         Ok(Loaded { rows, dead })
     }
 
