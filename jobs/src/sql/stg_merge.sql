@@ -1,29 +1,24 @@
 -- Merge the staged order messages into stg.order_events, which keeps every distinct version of an
 -- order (one row per order, update_ts and content; the content id is the md5 of the payload as
--- jsonb, so an escaped and a raw UTF-8 copy are one version), and queue every version new to STG
--- for the STG topic, enriched with the newest known user and restaurant names and each item's
--- category from the restaurant's menu. An exact duplicate read at a later position keeps that
--- position and goes out again: on equal update_ts the version at the greater (partition, offset)
--- is the current one, and DDS learns it. The message is built as `json` (text appended as it
--- goes), not `jsonb`: no binary tree built, sorted and printed again for every order.
+-- jsonb, so an escaped and a raw UTF-8 copy are one version) with the position it was first read
+-- at, and queue every version new to STG for the STG topic, enriched with the newest known user
+-- and restaurant names and each item's category from the restaurant's menu. A message read again
+-- (a replay, a redelivery, an exact duplicate) changes nothing and goes out no more. The message is
+-- built as `json` (text appended as it goes), not `jsonb`: no binary tree built, sorted and
+-- printed again for every order.
 -- $1 batch id, $2 source topic, $3 STG topic.
 WITH staged AS (
     SELECT DISTINCT ON (object_id, update_ts, version) *
     FROM (SELECT s.*, md5(s.doc::text)::uuid AS version
           FROM (SELECT s.*, s.payload::jsonb AS doc FROM stage_orders s) s) s
-    ORDER BY object_id, update_ts, version, partition DESC, kafka_offset DESC
+    ORDER BY object_id, update_ts, version, partition, kafka_offset
 ), merged AS (
-    INSERT INTO stg.order_events AS t (object_id, object_type, sent_dttm, update_ts, version,
-                                       payload, src_topic, src_partition, src_offset, batch_id,
-                                       load_dt)
+    INSERT INTO stg.order_events (object_id, object_type, sent_dttm, update_ts, version, payload,
+                                  src_topic, src_partition, src_offset, batch_id, load_dt)
     SELECT object_id, object_type, sent_dttm, update_ts, version, doc,
            $2, partition, kafka_offset, $1, now()
     FROM staged
-    ON CONFLICT (object_id, update_ts, version) DO UPDATE SET
-        sent_dttm = EXCLUDED.sent_dttm, src_topic = EXCLUDED.src_topic,
-        src_partition = EXCLUDED.src_partition, src_offset = EXCLUDED.src_offset,
-        batch_id = EXCLUDED.batch_id, load_dt = EXCLUDED.load_dt
-    WHERE (EXCLUDED.src_partition, EXCLUDED.src_offset) > (t.src_partition, t.src_offset)
+    ON CONFLICT (object_id, update_ts, version) DO NOTHING
     RETURNING object_id, payload, src_partition, src_offset
 ), users AS (
     SELECT DISTINCT ON (id) id, doc
