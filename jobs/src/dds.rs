@@ -160,6 +160,12 @@ impl Dds {
                 .with_context(|| format!("merging dds.{table}"))?;
         }
         if let Some(feed) = &stage.log {
+            if stage.shared_parents {
+                tx.query_one(&vault::lock_parents(feed, stage.table), &[])
+                    .instrument(tracing::info_span!("lock", table = feed.log.table))
+                    .await
+                    .context("locking the dishes of the menus")?;
+            }
             let [create, merge] = vault::log_merge(feed, stage.table);
             tx.batch_execute(&create).await?;
             rows += tx

@@ -188,6 +188,10 @@ pub struct Stage<T: 'static> {
     pub links: &'static [&'static Link],
     pub log: Option<LogFeed>,
     pub satellites: &'static [&'static Satellite<T>],
+    /// Whether two partitions of the STG topic may bring versions of one parent (a dish on the
+    /// menus of two restaurants): the merge then locks those parents first, so two parallel
+    /// workers never bring one parent's satellites in line at once.
+    pub shared_parents: bool,
 }
 
 // ----- the tables ---------------------------------------------------------------------------
@@ -401,6 +405,7 @@ pub static STAGE_ORDERS: Stage<StgOrder> = Stage {
         seq: "src_seq",
     }),
     satellites: &[&S_ORDER_STATUS, &S_ORDER_COST, &S_ORDER_BASKET],
+    shared_parents: false,
 };
 
 /// One row per line of an order version.
@@ -429,6 +434,7 @@ pub static STAGE_ORDER_ITEMS: Stage<StgOrder> = Stage {
     links: &[&L_ORDER_PRODUCT, &L_PRODUCT_RESTAURANT],
     log: None,
     satellites: &[],
+    shared_parents: false,
 };
 
 /// One row per user version.
@@ -461,6 +467,7 @@ pub static STAGE_USERS: Stage<StgUserVersion> = Stage {
         seq: "src_seq",
     }),
     satellites: &[&S_USER_NAMES],
+    shared_parents: false,
 };
 
 /// One row per restaurant version.
@@ -493,6 +500,7 @@ pub static STAGE_RESTAURANTS: Stage<StgRestaurantVersion> = Stage {
         seq: "src_seq",
     }),
     satellites: &[&S_RESTAURANT_NAMES],
+    shared_parents: false,
 };
 
 /// One row per dish of a restaurant version's menu.
@@ -535,6 +543,7 @@ pub static STAGE_MENU: Stage<StgRestaurantVersion> = Stage {
         seq: "src_seq",
     }),
     satellites: &[&S_PRODUCT_NAMES, &ES_PRODUCT_CATEGORY],
+    shared_parents: true,
 };
 
 // ----- the stage batch ----------------------------------------------------------------------
@@ -753,6 +762,17 @@ pub fn log_merge(feed: &LogFeed, stage: &str) -> [String; 2] {
             log = feed.log.table,
         ),
     ]
+}
+
+/// Lock the parents a stage brings versions of, in key order (so two workers cannot deadlock):
+/// held to the commit, they keep a parallel worker off the same parents' satellites.
+pub fn lock_parents(feed: &LogFeed, stage: &str) -> String {
+    let parent = feed.log.parent.key;
+    format!(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended('dwh:dds:' || {parent}::text, 0)))
+         FROM (SELECT DISTINCT {parent} FROM {stage} WHERE {parent} IS NOT NULL
+               ORDER BY {parent}) p"
+    )
 }
 
 /// One statement of a satellite's merge, with the parameters it takes.
