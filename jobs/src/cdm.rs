@@ -4,7 +4,9 @@
 //! products, categories) into Arrow → compute both counters and the tags with Polars → replace
 //! those users' rows in one transaction → record offsets → commit. Counters are recomputed, never
 //! incremented, so the result does not depend on how often or in which order batches ran.
-//! `dwh cdm --full` recomputes every user in chunks.
+//! `dwh cdm --full` recomputes every user in chunks. Each recompute also compares the users' tags
+//! with those they held and queues a tag event per change for the tags topic, in the same
+//! transaction (`tags::events`); the run publishes them after the commit.
 
 use std::sync::Arc;
 
@@ -14,17 +16,23 @@ use arrow::array::{
 };
 use chrono::NaiveDateTime;
 use dwh_shared::batch::{self, Hold, Job, Loaded, Run, Summary};
-use dwh_shared::config::{positive, Bounds, DdsTopic, Kafka, Postgres, Share, Worker};
+use dwh_shared::config::{positive, Bounds, DdsTopic, Kafka, Postgres, Share, TagsTopic, Worker};
 use dwh_shared::frames;
 use dwh_shared::kafka::Drained;
 use dwh_shared::metrics::Push;
 use dwh_shared::model::AffectedUser;
-use dwh_shared::pg;
 use dwh_shared::progress::Progress;
+use dwh_shared::{pg, vault};
 use polars::prelude::*;
 use tokio_postgres::{GenericClient, Transaction};
 use tracing::{info, info_span, Instrument};
 use uuid::Uuid;
+
+use crate::tags::events::{self, Events, TagCount};
+use crate::tags::rules::{self, Rules, TagRule};
+
+/// The job's name: its locks, offsets, batches and outbox rows.
+pub const NAME: &str = "cdm";
 
 /// `dwh cdm`: recompute the showcases of the users DDS reported.
 #[derive(clap::Args, Debug)]
@@ -49,6 +57,8 @@ pub struct Args {
     #[command(flatten)]
     pub dds: DdsTopic,
     #[command(flatten)]
+    pub tags: TagsTopic,
+    #[command(flatten)]
     pub bounds: Bounds,
     #[command(flatten)]
     pub share: Share,
@@ -63,6 +73,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
     let topic = &args.dds.name;
     let mut job = Cdm {
         chunk: args.chunk as usize,
+        tags_topic: args.tags.name.clone(),
     };
     batch::run(
         &mut job,
@@ -76,15 +87,22 @@ pub async fn run(args: &Args) -> Result<Summary> {
 }
 
 /// The CDM load step: the affected users are recomputed `chunk` at a time (in the batch's one
-/// transaction), so a batch naming every user holds one chunk's facts at a time.
+/// transaction), so a batch naming every user holds one chunk's facts at a time; their tag
+/// events go out under the batch's id.
 struct Cdm {
     chunk: usize,
+    tags_topic: String,
 }
 
 impl Job for Cdm {
-    const NAME: &'static str = "cdm";
+    const NAME: &'static str = NAME;
 
-    async fn load(&mut self, tx: &Transaction<'_>, drained: &Drained, _: Uuid) -> Result<Loaded> {
+    async fn load(
+        &mut self,
+        tx: &Transaction<'_>,
+        drained: &Drained,
+        batch_id: Uuid,
+    ) -> Result<Loaded> {
         let (affected, dead) = batch::parse_all(drained, |bytes| {
             serde_json::from_slice::<AffectedUser>(bytes)
                 .map_err(|e| format!("not an affected-user message: {e}"))
@@ -92,16 +110,25 @@ impl Job for Cdm {
         let mut users: Vec<Uuid> = affected.iter().map(|(_, a)| a.user_pk).collect();
         users.sort();
         users.dedup();
-        let rules = read_rules(tx).await?;
-        let mut rows = 0;
+        let rules = rules::read(tx).await?;
+        let events = Events {
+            batch_id,
+            topic: &self.tags_topic,
+        };
+        let mut done = Recomputed::default();
         for chunk in users.chunks(self.chunk) {
-            rows += recompute(tx, chunk, &rules).await?;
+            done += recompute(tx, chunk, &rules, &events).await?;
         }
-        Ok(Loaded { rows, dead })
+        Ok(Loaded {
+            rows: done.rows,
+            dead,
+        })
     }
 }
 
-/// Recompute every user, `chunk` users per transaction, so memory stays bounded.
+/// Recompute every user, `chunk` users per transaction, so memory stays bounded; each chunk's tag
+/// events are published after its commit (a chunk that changed tags is recorded as a batch of its
+/// own, so a run that dies before publishing leaves them to the next run).
 async fn full(args: &Args) -> Result<Summary> {
     // Every partition, or nothing: no incremental run may recompute a user while --full does.
     let share = Share {
@@ -109,16 +136,17 @@ async fn full(args: &Args) -> Result<Summary> {
         ..args.share.clone()
     };
     let topic = &args.dds.name;
-    let Some(mut run) =
-        Run::begin(Cdm::NAME, &args.pg, &args.kafka, &share, topic, Hold::All).await?
+    let Some((mut run, mut summary)) =
+        Run::resume(NAME, &args.pg, &args.kafka, &share, topic, Hold::All).await?
     else {
         return Ok(Summary::skipped());
     };
     let chunk = args.chunk;
-    let mut summary = Summary::default();
     let mut after = Uuid::nil();
+    let started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let tx = run.client.transaction().await?;
-    // Users that left the vault (a rebuilt DDS) must not keep rows.
+    // Users that left the vault (a rebuilt DDS) must not keep rows. (Their tags go without an
+    // event: the warehouse no longer knows the id the application knows them by.)
     for table in [
         "user_product_counters",
         "user_category_counters",
@@ -136,7 +164,7 @@ async fn full(args: &Args) -> Result<Summary> {
         .query_one("SELECT count(*) FROM dds.h_user", &[])
         .await?
         .get(0);
-    let rules = read_rules(&run.client).await?;
+    let rules = rules::read(&run.client).await?;
     let progress = Progress::new("users", users as u64);
     loop {
         let tx = run.client.transaction().await?;
@@ -152,9 +180,21 @@ async fn full(args: &Args) -> Result<Summary> {
         let Some(last) = users.last().copied() else {
             break;
         };
-        summary.loaded += recompute(&tx, &users, &rules).await?;
+        let batch_id = vault::hub_key(&format!("cdm-full|{topic}|{started}|{last}"));
+        let events = Events {
+            batch_id,
+            topic: &args.tags.name,
+        };
+        let done = recompute(&tx, &users, &rules, &events).await?;
+        if done.granted + done.revoked > 0 {
+            let figures = (users.len(), done.rows);
+            events::record_batch(&tx, batch_id, "cdm --full", &run.partitions, figures, 0.0)
+                .await?;
+        }
         tx.commit().await?;
-        batch::fault_point(Cdm::NAME, "mid-full");
+        batch::fault_point(NAME, "mid-full");
+        summary.published += run.publish_outbox().await?;
+        summary.loaded += done.rows;
         summary.consumed += users.len();
         progress.inc(users.len() as u64);
         after = last;
@@ -165,35 +205,85 @@ async fn full(args: &Args) -> Result<Summary> {
     Ok(summary)
 }
 
+/// What a recompute did: rows written, tags granted and revoked (the events queued).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recomputed {
+    pub rows: u64,
+    pub granted: u64,
+    pub revoked: u64,
+}
+
+impl std::ops::AddAssign for Recomputed {
+    fn add_assign(&mut self, other: Recomputed) {
+        self.rows += other.rows;
+        self.granted += other.granted;
+        self.revoked += other.revoked;
+    }
+}
+
 /// Replace the showcase rows of `users` with ones computed under `rules` (read once per run, not
-/// per chunk); returns the rows written.
-pub async fn recompute(tx: &Transaction<'_>, users: &[Uuid], rules: &[TagRule]) -> Result<u64> {
+/// per chunk), and queue an event for each tag a user gained or lost (the tags of frozen rules
+/// are left as they are).
+pub async fn recompute(
+    tx: &Transaction<'_>,
+    users: &[Uuid],
+    rules: &Rules,
+    events: &Events<'_>,
+) -> Result<Recomputed> {
+    let mut done = Recomputed::default();
     if users.is_empty() {
-        return Ok(0);
+        return Ok(done);
     }
     let facts = read_facts(tx, users)
         .instrument(info_span!("facts", users = users.len()))
         .await?;
-    let showcases = info_span!("compute").in_scope(|| compute(&facts, rules))?;
-    let mut written = 0;
+    let showcases = info_span!("compute").in_scope(|| compute(&facts, &rules.valid))?;
+    let held = events::held(tx, users, &rules.frozen).await?;
     for (table, batch) in [
         ("cdm.user_product_counters", showcases.products),
         ("cdm.user_category_counters", showcases.categories),
         ("cdm.user_tags", showcases.tags),
     ] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE user_id = ANY($1)"),
-            &[&users],
-        )
-        .instrument(info_span!("clear", table))
-        .await
-        .with_context(|| format!("clearing {table}"))?;
+        let clear = info_span!("clear", table);
+        let cleared = if table == "cdm.user_tags" {
+            // The tags of frozen rules stay as they are.
+            tx.execute(
+                "DELETE FROM cdm.user_tags WHERE user_id = ANY($1) AND tag <> ALL($2)",
+                &[&users, &rules.frozen],
+            )
+            .instrument(clear)
+            .await
+        } else {
+            let sql = format!("DELETE FROM {table} WHERE user_id = ANY($1)");
+            tx.execute(&sql, &[&users]).instrument(clear).await
+        };
+        cleared.with_context(|| format!("clearing {table}"))?;
         if batch.num_rows() > 0 {
-            written += pg::copy_batch(tx, table, &batch).await?;
+            done.rows += pg::copy_batch(tx, table, &batch).await?;
         }
     }
-    batch::fault_point(Cdm::NAME, "after-copy");
-    Ok(written)
+    let changes = events::changes(&held, &showcases.tag_counts);
+    events::queue(tx, events, &changes)
+        .instrument(info_span!("tag_events", changes = changes.len()))
+        .await?;
+    for change in &changes {
+        match change.kind {
+            events::Kind::Granted => done.granted += 1,
+            events::Kind::Revoked => done.revoked += 1,
+        }
+    }
+    batch::fault_point(NAME, "after-copy");
+    Ok(done)
+}
+
+/// The users' counts of qualifying orders under each of `rules`, computed from DDS (read only).
+pub async fn tag_counts<C: GenericClient>(
+    client: &C,
+    users: &[Uuid],
+    rules: &[TagRule],
+) -> Result<Vec<TagCount>> {
+    let facts = read_facts(client, users).await?;
+    Ok(compute(&facts, rules)?.tag_counts)
 }
 
 /// One row per (user, CLOSED order, dish of its current basket) with the dish's current name and
@@ -231,38 +321,13 @@ async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<Reco
     Ok(RecordBatch::try_from_iter(columns)?)
 }
 
-/// A tag rule: `threshold`+ distinct CLOSED orders with a dish of a category or matching a pattern.
-pub struct TagRule {
-    pub tag: String,
-    pub category_name: Option<String>,
-    pub dish_pattern: Option<String>,
-    pub threshold: i64,
-}
-
-async fn read_rules<C: GenericClient>(client: &C) -> Result<Vec<TagRule>> {
-    let rows = client
-        .query(
-            "SELECT tag, category_name, dish_pattern, threshold FROM cdm.tag_rules ORDER BY tag",
-            &[],
-        )
-        .await
-        .context("reading cdm.tag_rules")?;
-    Ok(rows
-        .iter()
-        .map(|r| TagRule {
-            tag: r.get(0),
-            category_name: r.get(1),
-            dish_pattern: r.get(2),
-            threshold: r.get(3),
-        })
-        .collect())
-}
-
-/// The three showcases of a set of users, as Arrow batches shaped like their tables.
+/// The three showcases of a set of users, as Arrow batches shaped like their tables, and each
+/// user's count under each rule (held or not: what a tag event says).
 pub struct Showcases {
     pub products: RecordBatch,
     pub categories: RecordBatch,
     pub tags: RecordBatch,
+    pub tag_counts: Vec<TagCount>,
 }
 
 /// Count distinct CLOSED orders per user×product, user×category and tag rule, with Polars.
@@ -329,22 +394,58 @@ pub fn compute(facts: &RecordBatch, rules: &[TagRule]) -> Result<Showcases> {
                 .filter(matches)
                 .group_by([col("user_id")])
                 .agg([distinct_orders()])
-                .filter(col("order_cnt").gt_eq(lit(rule.threshold)))
                 .select([
                     col("user_id"),
                     lit(rule.tag.as_str()).alias("tag"),
                     col("order_cnt"),
+                    lit(rule.threshold).cast(DataType::Int64).alias("threshold"),
                 ]),
         );
     }
-    let mut tags = if tag_frames.is_empty() {
-        DataFrame::empty()
+    let (mut tags, tag_counts) = if tag_frames.is_empty() {
+        (DataFrame::empty(), Vec::new())
     } else {
-        concat(tag_frames, UnionArgs::default())?.collect()?
+        let counts = concat(tag_frames, UnionArgs::default())?.collect()?;
+        let tags = counts
+            .clone()
+            .lazy()
+            .filter(col("order_cnt").gt_eq(col("threshold")))
+            .select([col("user_id"), col("tag"), col("order_cnt")])
+            .collect()?;
+        (tags, counts_of(&counts)?)
     };
     Ok(Showcases {
         products: frames::from_polars(&mut products)?,
         categories: frames::from_polars(&mut categories)?,
         tags: frames::from_polars(&mut tags)?,
+        tag_counts,
     })
+}
+
+/// The rows of a frame of (user_id, tag, order_cnt, threshold).
+fn counts_of(frame: &DataFrame) -> Result<Vec<TagCount>> {
+    let users = frame.column("user_id")?.binary()?;
+    let tags = frame.column("tag")?.str()?;
+    let counts = frame.column("order_cnt")?.i64()?;
+    let thresholds = frame.column("threshold")?.i64()?;
+    let mut out = Vec::with_capacity(frame.height());
+    for (((user, tag), order_cnt), threshold) in users
+        .iter()
+        .zip(tags.iter())
+        .zip(counts.iter())
+        .zip(thresholds.iter())
+    {
+        let (Some(user), Some(tag), Some(order_cnt), Some(threshold)) =
+            (user, tag, order_cnt, threshold)
+        else {
+            continue;
+        };
+        out.push(TagCount {
+            user: Uuid::from_slice(user)?,
+            tag: tag.to_owned(),
+            order_cnt,
+            threshold,
+        });
+    }
+    Ok(out)
 }

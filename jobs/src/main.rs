@@ -14,6 +14,7 @@ mod replay;
 mod report;
 mod status;
 mod stg;
+mod tags;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use dwh_shared::batch::Summary;
@@ -61,6 +62,9 @@ enum Command {
     Offsets(offsets::Args),
     /// Write a self-contained HTML dashboard of the showcases and the pipeline's freshness
     Report(report::Args),
+    /// The user tags: list or change the rules (recomputing and publishing what changes), or
+    /// show a user's tags
+    Tags(tags::Args),
     /// Time a plain binary COPY of order files' STG rows (the baseline of `scripts/bench`)
     #[command(hide = true)]
     CopyBaseline(baseline::Args),
@@ -80,6 +84,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Offsets(_) => "offsets",
             Command::Report(_) => "report",
+            Command::Tags(a) => a.name(),
             Command::CopyBaseline(_) => "copy-baseline",
         }
     }
@@ -88,9 +93,11 @@ impl Command {
     /// a job a minute, a command a person waits for a few seconds.
     fn default_retry_secs(&self) -> u64 {
         match self {
-            Command::Status(_) | Command::Report(_) | Command::Export(_) | Command::Offsets(_) => {
-                Retry::BY_HAND_MAX_SECS
-            }
+            Command::Status(_)
+            | Command::Report(_)
+            | Command::Export(_)
+            | Command::Offsets(_)
+            | Command::Tags(_) => Retry::BY_HAND_MAX_SECS,
             _ => Retry::JOB_MAX_SECS,
         }
     }
@@ -109,6 +116,10 @@ impl Command {
             Command::Status(a) => (Some(&a.pg), None, Some(&a.kafka)),
             Command::Offsets(a) => (Some(&a.pg), None, Some(&a.kafka)),
             Command::Report(a) => (Some(&a.pg), None, Some(&a.kafka)),
+            Command::Tags(a) => {
+                let (pg, kafka) = a.endpoints();
+                (Some(pg), None, kafka)
+            }
             Command::CopyBaseline(a) => (Some(&a.pg), None, None),
         };
         Endpoints {
@@ -143,15 +154,16 @@ fn parse() -> Cli {
         error.exit();
     }
     // The subcommand is the first argument that names one (before it come only the global
-    // flags, whose values are numbers).
-    let names: Vec<String> = Cli::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_owned())
-        .collect();
-    let command = std::env::args()
-        .skip(1)
-        .find(|a| names.contains(a))
-        .map_or("dwh".to_owned(), |name| format!("dwh {name}"));
+    // flags, whose values are numbers), and so on down (`dwh tags rules set`).
+    let mut command = "dwh".to_owned();
+    let mut current = Cli::command();
+    for arg in std::env::args().skip(1) {
+        if let Some(sub) = current.find_subcommand(&arg).cloned() {
+            command.push(' ');
+            command.push_str(&arg);
+            current = sub;
+        }
+    }
     eprintln!("{}", flag_error_line(&command, &error.render().to_string()));
     std::process::exit(2);
 }
@@ -242,6 +254,7 @@ async fn main() -> std::process::ExitCode {
         Command::Status(_) => unreachable!("handled above"),
         Command::Offsets(args) => offsets::run(args).await,
         Command::Report(args) => report::run(args).await,
+        Command::Tags(args) => tags::run(args).await,
         Command::CopyBaseline(args) => baseline::run(args).await,
     };
     match result {
@@ -251,10 +264,14 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {
-            // A replay stopped by Ctrl-C exits as the shell expects of SIGINT (128 + 2).
-            let code = match error.downcast_ref::<replay::Interrupted>() {
-                Some(_) => 130,
-                None => 1,
+            // A replay stopped by Ctrl-C exits as the shell expects of SIGINT (128 + 2); what
+            // `dwh tags` was asked to do cannot be done (a bad pattern…): like a bad flag, 2.
+            let code = if error.downcast_ref::<replay::Interrupted>().is_some() {
+                130
+            } else if error.downcast_ref::<tags::Invalid>().is_some() {
+                2
+            } else {
+                1
             };
             eprintln!("{}", error_line(&cli.command, error));
             std::process::ExitCode::from(code)

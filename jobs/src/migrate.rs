@@ -1,9 +1,10 @@
-//! `dwh migrate`: the database, its schema (the numbered files in `sql/`) and the three topics.
+//! `dwh migrate`: the database, its schema (the numbered files in `sql/`) and the topics: the
+//! three of the pipeline and the tags topic the application reads.
 //!
 //! Safe to run any time: applied migrations are recorded and skipped, existing topics are kept.
 
 use anyhow::Result;
-use dwh_shared::config::{positive, Kafka, Postgres, Topics};
+use dwh_shared::config::{positive, Kafka, Postgres, TagsTopic, Topics};
 use dwh_shared::{kafka, pg};
 
 #[derive(clap::Args, Debug)]
@@ -37,6 +38,8 @@ pub struct Args {
     pub kafka: Kafka,
     #[command(flatten)]
     pub topics: Topics,
+    #[command(flatten)]
+    pub tags: TagsTopic,
 }
 
 pub async fn run(args: &Args) -> Result<String> {
@@ -51,6 +54,7 @@ pub async fn run(args: &Args) -> Result<String> {
             t.orders.name.as_str(),
             t.stg.name.as_str(),
             t.dds.name.as_str(),
+            args.tags.name.as_str(),
         ];
         created =
             kafka::create_topics(k, &topics, args.partitions, args.replication_factor).await?;

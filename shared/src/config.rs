@@ -169,6 +169,21 @@ pub struct DdsTopic {
     pub name: String,
 }
 
+/// The topic `cdm` publishes tag events to (read by the application, not by a job).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Topics")]
+pub struct TagsTopic {
+    /// Topic `dwh cdm` publishes every grant and revocation of a user tag to
+    #[arg(
+        id = "tags_topic",
+        long = "tags-topic",
+        env = "DWH_TAGS_TOPIC",
+        value_name = "TOPIC",
+        default_value = "cdm-user-tags"
+    )]
+    pub name: String,
+}
+
 /// All three topics of the pipeline, for the commands that look at every job.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Topics {

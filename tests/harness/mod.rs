@@ -156,6 +156,8 @@ pub struct Env {
     pub orders_topic: String,
     pub stg_topic: String,
     pub dds_topic: String,
+    /// The topic `cdm` publishes tag events to.
+    pub tags_topic: String,
     /// The services' Kafka security settings, given to every dwh run ([`Env::topic_len`] reads
     /// over plaintext only).
     pub kafka_security: Vec<(String, String)>,
@@ -192,6 +194,7 @@ impl Env {
             orders_topic: format!("{name}-orders"),
             stg_topic: format!("{name}-stg"),
             dds_topic: format!("{name}-dds"),
+            tags_topic: format!("{name}-tags"),
             kafka_security: services.kafka_security.clone(),
             name,
             pg_admin: services.pg_admin,
@@ -256,6 +259,7 @@ impl Env {
             .env("DWH_ORDERS_TOPIC", &self.orders_topic)
             .env("DWH_STG_TOPIC", &self.stg_topic)
             .env("DWH_DDS_TOPIC", &self.dds_topic)
+            .env("DWH_TAGS_TOPIC", &self.tags_topic)
             .env_remove("DWH_FAULT")
             .env_remove("DWH_PAUSE")
             .stdin(Stdio::null())
@@ -323,7 +327,13 @@ impl Drop for Env {
         let (name, admin) = (self.name.clone(), self.pg_admin.clone());
         // The test's topics go too (a private cluster may be gone already; a SASL_SSL one keeps
         // them: the settings for it are the dwh binary's business, not the harness's).
-        let topics = [&self.orders_topic, &self.stg_topic, &self.dds_topic].map(|t| t.clone());
+        let topics = [
+            &self.orders_topic,
+            &self.stg_topic,
+            &self.dds_topic,
+            &self.tags_topic,
+        ]
+        .map(|t| t.clone());
         let brokers = self.kafka_security.is_empty().then(|| self.brokers.clone());
         // Drop runs inside the test's runtime: clean up on a thread with a runtime of its own.
         // A private cluster may be gone already; then there is nothing to clean.
