@@ -40,33 +40,7 @@ pub fn batch_id(job: &str, topic: &str, ranges: &BTreeMap<i32, (i64, i64)>) -> U
     vault::hub_key(&format!("batch|{job}|{topic}|{}", ranges.join(",")))
 }
 
-/// Crash here if `DWH_FAULT` names this point (`<job>:<point>`); used by the crash tests.
-///
-/// The points of every consuming run, in order: `before-drain` (locks held, outbox republished),
-/// `after-drain`, `after-copy` (the job's stage tables are filled), `after-merge`,
-/// `before-commit`, `after-commit`, `mid-publish` (some of the outbox sent, none of it cleared),
-/// `after-publish`; and `cdm:mid-full` (the first chunk of `dwh cdm --full` committed).
-///
-/// Or hold the run here if `DWH_PAUSE` names it: the run creates the file `DWH_PAUSE_FILE` and
-/// waits until it is removed; the outage tests stop a service meanwhile. (It blocks the thread
-/// the run's steps are on; connections live on the runtime's workers and notice what happens.)
-pub fn fault_point(job: &str, point: &str) {
-    let here = format!("{job}:{point}");
-    if std::env::var("DWH_FAULT").is_ok_and(|wanted| wanted == here) {
-        eprintln!("dwh {job}: injected crash at {point}");
-        std::process::abort();
-    }
-    if std::env::var("DWH_PAUSE").is_ok_and(|wanted| wanted == here) {
-        if let Some(file) = std::env::var_os("DWH_PAUSE_FILE") {
-            let file = std::path::Path::new(&file);
-            if std::fs::write(file, here.as_bytes()).is_ok() {
-                while file.exists() {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-    }
-}
+pub use crate::faults::fault_point;
 
 /// A message that could not be used, kept with its position and the reason.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod batch;
 pub mod config;
+pub mod faults;
 pub mod frames;
 pub mod jsonb;
 pub mod kafka;
