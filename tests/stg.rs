@@ -3,18 +3,60 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use harness::oracle::Oracle;
 use harness::{count, fingerprint, pairs, Env};
 
-/// Current status per order in STG.
+/// Current status per order in STG (`stg.order_events` keeps every version: the view picks the
+/// current one).
 async fn stg_statuses(env: &Env) -> BTreeMap<i64, String> {
     pairs(
         &env.pg().await,
-        "SELECT object_id, payload ->> 'final_status' FROM stg.order_events",
+        "SELECT object_id, payload ->> 'final_status' FROM stg.orders_current",
     )
     .await
+}
+
+/// Every version per order in STG as (update_ts, status), in the order of the tie rule.
+async fn stg_versions(env: &Env) -> BTreeMap<i64, Vec<(String, String)>> {
+    let mut out: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+    for row in env
+        .pg()
+        .await
+        .query(
+            "SELECT object_id, to_char(update_ts, 'YYYY-MM-DD HH24:MI:SS'),
+                    payload ->> 'final_status'
+             FROM stg.order_events ORDER BY object_id, update_ts, src_partition, src_offset",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        out.entry(row.get(0))
+            .or_default()
+            .push((row.get(1), row.get(2)));
+    }
+    out
+}
+
+/// What the STG topic holds after the testdata's orders are loaded: every order version, and
+/// every version of the users and restaurants those orders name that Redis holds (README "The
+/// model": STG publishes each new dictionary version too).
+fn published(oracle: &Oracle) -> i64 {
+    let users: BTreeSet<&str> = oracle
+        .orders
+        .values()
+        .map(|o| o.user_id.as_str())
+        .filter(|u| oracle.users.contains(*u))
+        .collect();
+    let restaurants: BTreeSet<&str> = oracle
+        .orders
+        .values()
+        .map(|o| o.restaurant_id.as_str())
+        .filter(|r| oracle.restaurants.contains(*r))
+        .collect();
+    (oracle.version_count() + users.len() + restaurants.len()) as i64
 }
 
 #[tokio::test]
@@ -30,6 +72,16 @@ async fn loads_every_oddity_once_and_publishes_each_order() {
         stg_statuses(&env).await,
         expected,
         "newest version of every order wins"
+    );
+    let versions: BTreeMap<i64, Vec<(String, String)>> = oracle
+        .orders
+        .keys()
+        .map(|id| (*id, oracle.versions(*id)))
+        .collect();
+    assert_eq!(
+        stg_versions(&env).await,
+        versions,
+        "every distinct version of every order is kept, once"
     );
 
     let pg = env.pg().await;
@@ -63,12 +115,12 @@ async fn loads_every_oddity_once_and_publishes_each_order() {
         .await,
         0
     );
-    assert_eq!(env.topic_len(&env.stg_topic), oracle.orders.len() as i64);
+    assert_eq!(env.topic_len(&env.stg_topic), published(&oracle));
 
     // Escaped and raw UTF-8 payloads are the same data: names compare equal in jsonb.
     let names = count(
         &pg,
-        "SELECT count(*) FROM stg.order_events WHERE payload -> 'order_items' -> 0 ->> 'name' ~ '[А-Яа-я]'",
+        "SELECT count(*) FROM stg.orders_current WHERE payload -> 'order_items' -> 0 ->> 'name' ~ '[А-Яа-я]'",
     )
     .await;
     assert_eq!(
@@ -139,9 +191,10 @@ async fn a_crash_after_commit_is_published_by_the_next_run() {
         .unwrap();
     assert!(!out.status.success(), "the injected crash kills the run");
     let pg = env.pg().await;
+    // stg.order_events holds every order version (README "The model").
     assert_eq!(
         count(&pg, "SELECT count(*) FROM stg.order_events").await,
-        oracle.orders.len() as i64
+        oracle.version_count() as i64
     );
     assert_eq!(
         env.topic_len(&env.stg_topic),
@@ -153,11 +206,11 @@ async fn a_crash_after_commit_is_published_by_the_next_run() {
     assert!(
         line.contains(&format!(
             "consumed=0 loaded=0 dead_lettered=0 published={}",
-            oracle.orders.len()
+            published(&oracle)
         )),
         "{line}"
     );
-    assert_eq!(env.topic_len(&env.stg_topic), oracle.orders.len() as i64);
+    assert_eq!(env.topic_len(&env.stg_topic), published(&oracle));
     assert_eq!(count(&pg, "SELECT count(*) FROM dwh.outbox").await, 0);
 }
 
@@ -196,9 +249,9 @@ async fn a_crash_before_commit_leaves_nothing_behind() {
     let pg = env.pg().await;
     assert_eq!(
         count(&pg, "SELECT count(*) FROM stg.order_events").await,
-        oracle.orders.len() as i64
+        oracle.version_count() as i64
     );
-    assert_eq!(env.topic_len(&env.stg_topic), oracle.orders.len() as i64);
+    assert_eq!(env.topic_len(&env.stg_topic), published(&oracle));
 }
 
 #[tokio::test]
@@ -219,13 +272,13 @@ async fn two_runs_at_once_load_and_publish_each_order_once() {
     let pg = env.pg().await;
     assert_eq!(
         count(&pg, "SELECT count(*) FROM stg.order_events").await,
-        oracle.orders.len() as i64
+        oracle.version_count() as i64
     );
     assert_eq!(
         count(&pg, "SELECT count(*) FROM dwh.dead_letters").await,
         oracle.junk as i64
     );
-    assert_eq!(env.topic_len(&env.stg_topic), oracle.orders.len() as i64);
+    assert_eq!(env.topic_len(&env.stg_topic), published(&oracle));
 }
 
 /// Run `dwh stg <bound…>` until a run consumes nothing; returns the runs that consumed something.
@@ -245,6 +298,12 @@ fn drain_in_runs(env: &Env, bound: &[&str]) -> usize {
 async fn assert_all_loaded(env: &Env, oracle: &Oracle) {
     let expected = oracle.statuses();
     assert_eq!(stg_statuses(env).await, expected);
+    let versions: BTreeMap<i64, Vec<(String, String)>> = oracle
+        .orders
+        .keys()
+        .map(|id| (*id, oracle.versions(*id)))
+        .collect();
+    assert_eq!(stg_versions(env).await, versions);
     let pg = env.pg().await;
     assert_eq!(
         count(&pg, "SELECT count(*) FROM dwh.dead_letters").await,
