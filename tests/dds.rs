@@ -6,7 +6,7 @@ mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use harness::oracle::Oracle;
+use harness::oracle::{Oracle, Order};
 use harness::{count, fingerprint, pairs, Env};
 
 const TABLES: &[&str] = &[
@@ -24,6 +24,12 @@ const TABLES: &[&str] = &[
     "dds.s_restaurant_names",
     "dds.s_order_cost",
     "dds.s_order_status",
+    "dds.s_order_basket",
+    "dds.es_product_category",
+    "dds.x_order_versions",
+    "dds.x_user_versions",
+    "dds.x_restaurant_versions",
+    "dds.x_product_versions",
 ];
 
 async fn current_statuses(env: &Env) -> BTreeMap<i64, String> {
@@ -45,29 +51,53 @@ async fn the_vault_holds_every_distinct_business_key_once() {
     env.dwh_ok(&["dds"]);
     let pg = env.pg().await;
 
+    // Hubs and links hold every business key the orders (every version) and the menus STG read
+    // name: the menus of the restaurants the orders name, every dish on them even if never ordered
+    // (README "The model": dish names and categories come from the menus).
     let orders = &oracle.orders;
     let users: BTreeSet<&str> = orders.values().map(|o| o.user_id.as_str()).collect();
     let restaurants: BTreeSet<&str> = orders.values().map(|o| o.restaurant_id.as_str()).collect();
-    let products: BTreeSet<&str> = orders
-        .values()
-        .flat_map(|o| o.items.iter().map(|(id, _)| id.as_str()))
+    let versions: Vec<(i64, &Order)> = orders
+        .keys()
+        .flat_map(|id| oracle.order_versions(*id).into_iter().map(|o| (*id, o)))
         .collect();
-    let order_products: BTreeSet<(i64, &str)> = orders
+    let order_products: BTreeSet<(i64, &str)> = versions
         .iter()
-        .flat_map(|(id, o)| o.items.iter().map(move |(d, _)| (*id, d.as_str())))
+        .flat_map(|(id, o)| o.dishes().into_iter().map(|d| (*id, d)))
         .collect();
-    let product_categories: BTreeSet<(&str, &String)> = orders
-        .values()
-        .flat_map(|o| {
-            o.items.iter().filter_map(|(d, _)| {
-                oracle
-                    .menu
-                    .get(&(o.restaurant_id.clone(), d.clone()))
-                    .map(|c| (d.as_str(), c))
-            })
+    let menu_pairs: BTreeSet<(String, String)> = oracle
+        .menu_pairs()
+        .into_iter()
+        .filter(|(r, _)| restaurants.contains(r.as_str()))
+        .collect();
+    let product_restaurants: BTreeSet<(&str, &str)> = versions
+        .iter()
+        .flat_map(|(_, o)| {
+            o.dishes()
+                .into_iter()
+                .map(|d| (d, o.restaurant_id.as_str()))
         })
+        .chain(menu_pairs.iter().map(|(r, d)| (d.as_str(), r.as_str())))
         .collect();
-    let categories: BTreeSet<&String> = product_categories.iter().map(|(_, c)| *c).collect();
+    let products: BTreeSet<&str> = product_restaurants.iter().map(|(d, _)| *d).collect();
+    let menu_dishes: BTreeSet<&str> = menu_pairs.iter().map(|(_, d)| d.as_str()).collect();
+    let menu_dishes: Vec<&str> = menu_dishes.into_iter().collect();
+    let product_categories = oracle.menu_categories();
+    let categories: BTreeSet<&String> = product_categories.iter().map(|(_, c)| c).collect();
+    let read_users: Vec<&str> = users
+        .iter()
+        .copied()
+        .filter(|u| oracle.users.contains(*u))
+        .collect();
+    let read_restaurants: Vec<&str> = restaurants
+        .iter()
+        .copied()
+        .filter(|r| oracle.restaurants.contains(*r))
+        .collect();
+    // Rows over the given keys, `f` rows each.
+    let rows =
+        |keys: &[&str], f: &dyn Fn(&str) -> usize| -> usize { keys.iter().map(|k| f(k)).sum() };
+    let order_rows = |f: &dyn Fn(i64) -> usize| -> usize { orders.keys().map(|id| f(*id)).sum() };
 
     for (table, expected) in [
         ("dds.h_order", orders.len()),
@@ -77,19 +107,52 @@ async fn the_vault_holds_every_distinct_business_key_once() {
         ("dds.h_category", categories.len()),
         ("dds.l_order_user", orders.len()),
         ("dds.l_order_product", order_products.len()),
+        ("dds.l_product_restaurant", product_restaurants.len()),
         ("dds.l_product_category", product_categories.len()),
-        ("dds.s_order_cost", orders.len()),
-        ("dds.s_product_names", products.len()),
+        // Satellites: a row per change, version logs: a row per version (README "The model").
+        (
+            "dds.x_order_versions",
+            order_rows(&|id| oracle.dds_versions(id).len()),
+        ),
+        (
+            "dds.s_order_status",
+            order_rows(&|id| oracle.status_history(id).len()),
+        ),
+        (
+            "dds.s_order_cost",
+            order_rows(&|id| oracle.cost_history(id).len()),
+        ),
+        (
+            "dds.s_order_basket",
+            order_rows(&|id| oracle.basket_history(id).len()),
+        ),
+        (
+            "dds.x_user_versions",
+            rows(&read_users, &|u| oracle.user_versions(u).len()),
+        ),
         (
             "dds.s_user_names",
-            users.iter().filter(|u| oracle.users.contains(**u)).count(),
+            rows(&read_users, &|u| oracle.user_history(u).len()),
+        ),
+        (
+            "dds.x_restaurant_versions",
+            rows(&read_restaurants, &|r| oracle.restaurant_versions(r).len()),
         ),
         (
             "dds.s_restaurant_names",
-            restaurants
-                .iter()
-                .filter(|r| oracle.restaurants.contains(**r))
-                .count(),
+            rows(&read_restaurants, &|r| oracle.restaurant_history(r).len()),
+        ),
+        (
+            "dds.x_product_versions",
+            rows(&menu_dishes, &|d| oracle.dish_versions(d).len()),
+        ),
+        (
+            "dds.s_product_names",
+            rows(&menu_dishes, &|d| oracle.dish_name_history(d).len()),
+        ),
+        (
+            "dds.es_product_category",
+            rows(&menu_dishes, &|d| oracle.dish_category_history(d).len()),
         ),
     ] {
         assert_eq!(
@@ -167,7 +230,7 @@ fn order_line(id: i64, user: &str, status: &str, update_ts: &str) -> String {
 }
 
 #[tokio::test]
-async fn newer_versions_become_current_older_ones_change_nothing() {
+async fn a_newer_version_becomes_current_a_late_older_one_is_kept_as_history() {
     let env = Env::new().await;
     let dir = std::env::temp_dir().join(&env.name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -182,7 +245,8 @@ async fn newer_versions_become_current_older_ones_change_nothing() {
         "v2.jsonl",
         &[order_line(1, "u-late", "CLOSED", "2023-09-25 13:00:00")],
     );
-    // Newer: becomes current. Older (arriving last): changes nothing.
+    // Newer: becomes current. Older (arriving last): kept as history in its place (README "The
+    // model"), not current.
     send(
         "v3.jsonl",
         &[order_line(1, "u-late", "CANCELLED", "2023-09-25 14:00:00")],
@@ -197,8 +261,33 @@ async fn newer_versions_become_current_older_ones_change_nothing() {
     );
     let pg = env.pg().await;
     assert_eq!(
-        count(&pg, "SELECT count(*) FROM dds.s_order_status").await,
-        2
+        count(&pg, "SELECT count(*) FROM stg.order_events").await,
+        3,
+        "every version in STG"
+    );
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM dds.x_order_versions").await,
+        3,
+        "every version in the log"
+    );
+    // The status changes in source order: CLOSED from the late 12:30 version on (it takes the
+    // place of the 13:00 row, now a repeat), CANCELLED from 14:00.
+    let history: Vec<(String, String)> = pg
+        .query(
+            "SELECT effective_dt::text, status FROM dds.s_order_status ORDER BY effective_dt",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("2023-09-25 12:30:00".to_string(), "CLOSED".to_string()),
+            ("2023-09-25 14:00:00".to_string(), "CANCELLED".to_string()),
+        ]
     );
     assert_eq!(
         count(&pg, "SELECT count(*) FROM dds.l_product_category").await,
@@ -221,9 +310,10 @@ async fn newer_versions_become_current_older_ones_change_nothing() {
         count(&pg, "SELECT count(*) FROM dds.s_restaurant_names").await,
         1
     );
-    // Reported to CDM: one user for each of the first two batches, then both users of the dish
-    // (the new order's, and the earlier one's whose category just became known).
-    assert_eq!(env.topic_len(&env.dds_topic), 1 + 1 + 2);
+    // Reported to CDM: the user of each of the first three batches' orders (the late version's
+    // batch too: every version is loaded now), then both users of the dish (the new order's, and
+    // the earlier one's whose category the menu just gave).
+    assert_eq!(env.topic_len(&env.dds_topic), 1 + 1 + 1 + 2);
     env.dwh_ok(&["cdm"]);
     assert_eq!(
         count(
@@ -272,7 +362,15 @@ async fn crashes_before_and_after_commit_lose_nothing() {
         oracle.orders.len() as i64
     );
     assert_eq!(env.topic_len(&env.dds_topic), 0);
+    // The first load's menus named every dish: their users' fan-out waits for the next run.
+    assert!(count(&pg, "SELECT count(*) FROM dds.pending_fanout").await > 0);
     env.dwh_ok(&["dds"]);
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM dds.pending_fanout").await,
+        0,
+        "the next run did the fan-out"
+    );
+    // Each user once: the fan-out skips the users the batch queued for its orders.
     let users: BTreeSet<&str> = oracle.orders.values().map(|o| o.user_id.as_str()).collect();
     assert_eq!(env.topic_len(&env.dds_topic), users.len() as i64);
 }
