@@ -18,7 +18,10 @@ SELECT j.job,
        g.newest_gap_at
 FROM unnest($1::text[]) WITH ORDINALITY AS j(job, n)
 LEFT JOIN LATERAL (
-    SELECT * FROM dwh.batches b WHERE b.job = j.job ORDER BY b.committed_at DESC LIMIT 1
+    -- Of the job's topic: not stg's batches that publish dictionary versions (topic 'redis',
+    -- stg_publish_dictionaries.sql), which follow its batches of orders and consume no topic.
+    SELECT * FROM dwh.batches b WHERE b.job = j.job AND b.topic <> 'redis'
+    ORDER BY b.committed_at DESC LIMIT 1
 ) b ON true
 LEFT JOIN LATERAL (
     SELECT reason, created_at FROM dwh.dead_letters d
