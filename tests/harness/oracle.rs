@@ -358,6 +358,29 @@ impl Oracle {
         self.history.values().map(Vec::len).sum()
     }
 
+    /// The messages `dwh stg` publishes when it loads these orders with every dictionary
+    /// document in Redis (README "The model"): every order version, and every version of the
+    /// users and restaurants the orders name (STG reads those) that has a document.
+    pub fn stg_messages(&self) -> usize {
+        let users: BTreeSet<&str> = self.orders.values().map(|o| o.user_id.as_str()).collect();
+        let restaurants: BTreeSet<&str> = self
+            .orders
+            .values()
+            .map(|o| o.restaurant_id.as_str())
+            .collect();
+        let users: usize = users
+            .into_iter()
+            .filter_map(|u| self.user_versions.get(u))
+            .map(Vec::len)
+            .sum();
+        let restaurants: usize = restaurants
+            .into_iter()
+            .filter_map(|r| self.restaurant_versions.get(r))
+            .map(Vec::len)
+            .sum();
+        self.version_count() + users + restaurants
+    }
+
     /// Every distinct valid version of the order, in (update_ts, arrival) order.
     pub fn order_versions(&self, order_id: i64) -> Vec<&Order> {
         self.kept(order_id).iter().map(|v| &v.order).collect()
