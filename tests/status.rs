@@ -71,10 +71,12 @@ async fn status_shows_the_testdata_demo_exactly_and_exits_2_when_stale() {
     assert_eq!(s["healthy"], true);
 
     let orders = oracle.orders.len() as i64;
+    // STG loads every order version (README "The model"); its last batch is the orders topic's.
+    let versions = oracle.version_count() as i64;
     let stg = job(&s, "stg");
     assert_eq!(stg["topic"], env.orders_topic.as_str());
     assert_eq!(stg["last_batch"]["consumed"], oracle.lines as i64);
-    assert_eq!(stg["last_batch"]["loaded"], orders);
+    assert_eq!(stg["last_batch"]["loaded"], versions);
     assert_eq!(stg["last_batch"]["dead_lettered"], oracle.junk as i64);
     assert_eq!(stg["last_batch"]["published"], true);
     assert!(stg["last_batch"]["seconds"].as_f64().unwrap() > 0.0);
@@ -83,8 +85,9 @@ async fn status_shows_the_testdata_demo_exactly_and_exits_2_when_stale() {
         .as_str()
         .unwrap()
         .is_empty());
+    // DDS reads every order version and every dictionary version STG published.
     let dds = job(&s, "dds");
-    assert_eq!(dds["last_batch"]["consumed"], orders);
+    assert_eq!(dds["last_batch"]["consumed"], oracle.stg_messages() as i64);
     assert_eq!(dds["dead_letters"]["count"], 0);
     let cdm = job(&s, "cdm");
     assert_eq!(
@@ -98,15 +101,22 @@ async fn status_shows_the_testdata_demo_exactly_and_exits_2_when_stale() {
         assert!(job(&s, name)["last_batch"]["age_secs"].as_f64().unwrap() < 600.0);
     }
 
+    // Every dish an order or a menu names is a hub; a status row per change.
     let users: BTreeSet<&String> = oracle.orders.values().map(|o| &o.user_id).collect();
-    let dishes: BTreeSet<&String> = oracle
+    let dishes: BTreeSet<String> = oracle
         .orders
         .values()
-        .flat_map(|o| o.items.iter().map(|(id, _)| id))
+        .flat_map(|o| o.items.iter().map(|(id, _)| id.clone()))
+        .chain(oracle.menu_pairs().into_iter().map(|(_, d)| d))
         .collect();
-    assert_eq!(rows(&s, "stg.order_events"), orders);
+    let status_rows: usize = oracle
+        .orders
+        .keys()
+        .map(|id| oracle.status_history(*id).len())
+        .sum();
+    assert_eq!(rows(&s, "stg.order_events"), versions);
     assert_eq!(rows(&s, "dds.h_order"), orders);
-    assert_eq!(rows(&s, "dds.s_order_status"), orders);
+    assert_eq!(rows(&s, "dds.s_order_status"), status_rows as i64);
     assert_eq!(rows(&s, "dds.h_user"), users.len() as i64);
     assert_eq!(rows(&s, "dds.h_product"), dishes.len() as i64);
     assert_eq!(
@@ -134,7 +144,10 @@ async fn status_shows_the_testdata_demo_exactly_and_exits_2_when_stale() {
     );
 
     // The pinned figures of the README's demo.
-    assert_eq!((orders, oracle.junk, oracle.lines), (2980, 28, 3082));
+    assert_eq!(
+        (orders, versions, oracle.junk, oracle.lines),
+        (2980, 3018, 28, 3082)
+    );
 
     // The human table says the same.
     let out = env.dwh(&["status"]);
@@ -142,7 +155,7 @@ async fn status_shows_the_testdata_demo_exactly_and_exits_2_when_stale() {
     let text = String::from_utf8_lossy(&out.stdout);
     let stg_line = text.lines().find(|l| l.starts_with("stg ")).unwrap();
     let cells: Vec<&str> = stg_line.split_whitespace().collect();
-    assert_eq!(cells[3..5], ["3082", "2980"], "{text}");
+    assert_eq!(cells[3..5], ["3082", "3018"], "{text}");
     assert_eq!(cells[6..], ["0", "28", "ok"], "{text}");
     assert!(text.trim_end().ends_with("healthy"), "{text}");
 
@@ -239,14 +252,18 @@ async fn a_run_pushes_its_figures_and_a_dead_gateway_fails_nothing() {
     assert!(body.contains("# TYPE dwh_batch_seconds gauge"), "{body}");
     let figures = samples(&body);
     assert_eq!(figures["dwh_batch_consumed_messages"], oracle.lines as f64);
-    assert_eq!(figures["dwh_batch_loaded_rows"], oracle.orders.len() as f64);
+    // Every order version loaded; published: those and the dictionary versions they name.
+    assert_eq!(
+        figures["dwh_batch_loaded_rows"],
+        oracle.version_count() as f64
+    );
     assert_eq!(
         figures["dwh_batch_dead_lettered_messages"],
         oracle.junk as f64
     );
     assert_eq!(
         figures["dwh_batch_published_messages"],
-        oracle.orders.len() as f64
+        oracle.stg_messages() as f64
     );
     assert_eq!(figures["dwh_dead_letters"], oracle.junk as f64);
     assert_eq!(figures["dwh_lag_messages"], 0.0);
