@@ -127,8 +127,9 @@ impl Audit {
     }
 }
 
-/// Audit DDS (every order's current status, user and products) and both CDM showcases against
-/// the oracle.
+/// Audit DDS (every order's current status, user and current basket — `l_order_product` holds
+/// every dish an order ever held, `s_order_basket` the dishes of each version) and both CDM
+/// showcases against the oracle.
 pub async fn audit(env: &Env, oracle: &Oracle) -> Audit {
     type Vault = BTreeMap<i64, (String, Uuid, BTreeSet<Uuid>)>;
     let pg = env.pg().await;
@@ -139,8 +140,11 @@ pub async fn audit(env: &Env, oracle: &Oracle) -> Audit {
                     (SELECT s.status FROM dds.s_order_status s WHERE s.h_order_pk = h.h_order_pk
                      ORDER BY s.effective_dt DESC LIMIT 1),
                     (SELECT ou.h_user_pk FROM dds.l_order_user ou WHERE ou.h_order_pk = h.h_order_pk),
-                    ARRAY(SELECT op.h_product_pk FROM dds.l_order_product op
-                          WHERE op.h_order_pk = h.h_order_pk)
+                    ARRAY(SELECT (e ->> 'product_pk')::uuid
+                          FROM (SELECT b.items FROM dds.s_order_basket b
+                                WHERE b.h_order_pk = h.h_order_pk
+                                ORDER BY b.effective_dt DESC LIMIT 1) b,
+                               jsonb_array_elements(b.items) e)
              FROM dds.h_order h",
             &[],
         )
