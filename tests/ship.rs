@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn cronjobs_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cronjobs")
@@ -26,7 +26,7 @@ fn manifests() -> BTreeMap<String, Vec<Value>> {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+                let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
                     .map(|doc| Value::deserialize(doc).expect("valid YAML"))
                     .collect();
                 let rel = path.strip_prefix(cronjobs_dir()).unwrap();
