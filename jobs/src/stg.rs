@@ -306,13 +306,9 @@ pub async fn load_dictionaries(
         pg::stage(tx, &stage, &dictionary_batch(&of_kind)?).await?;
         loaded += tx
             .execute(
-                &format!(
-                    "INSERT INTO {table} (id, version, update_ts, doc, batch_id, load_dt)
-                     SELECT DISTINCT ON (id, version) id, version, update_ts, doc::jsonb, $1, now()
-                     FROM {stage} ORDER BY id, version
-                     ON CONFLICT (id, version) DO NOTHING",
-                    table = kind.table()
-                ),
+                &include_str!("sql/stg_dictionary_merge.sql")
+                    .replace("{table}", kind.table())
+                    .replace("{stage}", &stage),
                 &[&batch_id],
             )
             .await

@@ -413,12 +413,7 @@ impl Run {
             in_flight = Some((ids, sending));
         }
         self.client
-            .execute(
-                "UPDATE dwh.batches b SET published_at = now()
-                 WHERE b.job = $1 AND b.published_at IS NULL AND b.ranges ?| $2
-                   AND NOT EXISTS (SELECT 1 FROM dwh.outbox o WHERE o.batch_id = b.batch_id)",
-                &[&self.job, &keys],
-            )
+            .execute(include_str!("sql/mark_published.sql"), &[&self.job, &keys])
             .await
             .context("marking batches published")?;
         if sent >= VACUUM_AFTER {
@@ -497,11 +492,7 @@ pub async fn record(
         .map(|(p, (_, end))| (*p, *end))
         .unzip();
     tx.execute(
-        "INSERT INTO dwh.offsets (job, topic, partition, next_offset, batch_id, updated_at)
-             SELECT $1, $2, p, o, $3, now() FROM unnest($4::int4[], $5::int8[]) AS u(p, o)
-             ON CONFLICT (job, topic, partition) DO UPDATE
-             SET next_offset = greatest(dwh.offsets.next_offset, EXCLUDED.next_offset),
-                 batch_id = EXCLUDED.batch_id, updated_at = EXCLUDED.updated_at",
+        include_str!("sql/store_offsets.sql"),
         &[&job, &drained.topic, &batch_id, &partitions, &next],
     )
     .await
@@ -509,25 +500,20 @@ pub async fn record(
     record_gaps(tx, job, drained).await?;
     let ranges = serde_json::to_value(&drained.ranges)?;
     tx.execute(
-            "INSERT INTO dwh.batches (batch_id, job, topic, ranges, consumed, loaded, dead_lettered, committed_at, seconds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)
-             ON CONFLICT (batch_id) DO UPDATE
-             SET consumed = EXCLUDED.consumed, loaded = EXCLUDED.loaded,
-                 dead_lettered = EXCLUDED.dead_lettered, committed_at = now(), published_at = NULL,
-                 seconds = EXCLUDED.seconds",
-            &[
-                &batch_id,
-                &job,
-                &drained.topic,
-                &ranges,
-                &(summary.consumed as i64),
-                &(summary.loaded as i64),
-                &(summary.dead_lettered as i64),
-                &summary.seconds,
-            ],
-        )
-        .await
-        .context("recording the batch")?;
+        include_str!("sql/record_batch.sql"),
+        &[
+            &batch_id,
+            &job,
+            &drained.topic,
+            &ranges,
+            &(summary.consumed as i64),
+            &(summary.loaded as i64),
+            &(summary.dead_lettered as i64),
+            &summary.seconds,
+        ],
+    )
+    .await
+    .context("recording the batch")?;
     Ok(())
 }
 
@@ -584,10 +570,7 @@ pub async fn dead_letter(
     let raws: Vec<&[u8]> = letters.iter().map(|l| l.raw.as_slice()).collect();
     let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
     tx.execute(
-        "INSERT INTO dwh.dead_letters (job, topic, partition, \"offset\", raw, reason, batch_id)
-         SELECT $1, $2, p, o, r, why, $3
-         FROM unnest($4::int4[], $5::int8[], $6::bytea[], $7::text[]) AS u(p, o, r, why)
-         ON CONFLICT (job, topic, partition, \"offset\") DO NOTHING",
+        include_str!("sql/dead_letters.sql"),
         &[
             &job,
             &topic,
