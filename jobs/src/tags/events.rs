@@ -90,11 +90,7 @@ pub async fn held<C: GenericClient>(
     frozen: &[String],
 ) -> Result<BTreeMap<(Uuid, String), i64>> {
     let rows = client
-        .query(
-            "SELECT user_id, tag, order_cnt FROM cdm.user_tags
-             WHERE user_id = ANY($1) AND tag <> ALL($2)",
-            &[&users, &frozen],
-        )
+        .query(include_str!("../sql/tags_held.sql"), &[&users, &frozen])
         .await
         .context("reading the tags held before the recompute")?;
     Ok(rows
@@ -178,9 +174,7 @@ pub async fn queue(tx: &Transaction<'_>, events: &Events<'_>, changes: &[Change]
         values.push(serde_json::to_string(&event)?);
     }
     tx.execute(
-        "INSERT INTO dwh.outbox (job, batch_id, topic, key, value)
-         SELECT 'cdm', $1, $2, k, v FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(k, v, n)
-         ORDER BY n",
+        include_str!("../sql/tags_queue_events.sql"),
         &[&events.batch_id, &events.topic, &keys, &values],
     )
     .await
@@ -204,9 +198,7 @@ pub async fn record_batch(
         .map(|p| (p.to_string(), serde_json::json!([0, 0])))
         .collect();
     tx.execute(
-        "INSERT INTO dwh.batches (batch_id, job, topic, ranges, consumed, loaded, dead_lettered,
-                                  committed_at, seconds)
-         VALUES ($1, 'cdm', $2, $3, $4, $5, 0, now(), $6)",
+        include_str!("../sql/tags_record_batch.sql"),
         &[
             &batch_id,
             &source,
