@@ -2,8 +2,9 @@
 -- (see README "Scaling"). Apply once, in a maintenance window, on a migrated warehouse:
 --   psql "$DWH_PG_URL" -v ON_ERROR_STOP=1 -v partitions=16 -f sql/scale/partition_vault.sql
 -- It is one transaction: each table is rebuilt as a partitioned table with the same columns,
--- keys and indexes, its rows copied, the old table dropped. dwh's merges need no change (their
--- `ON CONFLICT DO NOTHING` holds on partitioned tables: every unique key includes the partition key).
+-- keys, indexes and privileges, its rows copied, the old table dropped. dwh's merges need no
+-- change (their `ON CONFLICT DO NOTHING` holds on partitioned tables: every unique key includes
+-- the partition key).
 --   s_order_status, s_order_cost, l_order_product  by hash(h_order_pk)
 --   l_order_user                                   by hash(h_user_pk) (CDM reads one user at a time)
 \if :{?partitions}
@@ -17,6 +18,7 @@ CREATE FUNCTION pg_temp.partition_by_hash(tab text, part_key text, pk text, modu
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     idx record;
+    g record;
 BEGIN
     EXECUTE format('CREATE TABLE dds.%1$I_new (LIKE dds.%1$I INCLUDING DEFAULTS) PARTITION BY HASH (%2$I)',
                    tab, part_key);
@@ -33,6 +35,14 @@ BEGIN
     CREATE TEMP TABLE IF NOT EXISTS idxs (tab text, def text);
     INSERT INTO idxs SELECT tab, pg_get_indexdef(i.indexrelid)
     FROM pg_index i WHERE i.indrelid = format('dds.%I', tab)::regclass AND NOT i.indisprimary;
+    -- Privileges the old table granted (the job roles': dwh_dds may delete satellite rows a late
+    -- version made repeats, V0010), to grant likewise; default privileges give only some.
+    CREATE TEMP TABLE IF NOT EXISTS grants (tab text, grantee text, privilege text);
+    INSERT INTO grants
+    SELECT tab, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+           a.privilege_type
+    FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+    WHERE c.oid = format('dds.%I', tab)::regclass AND a.grantee <> c.relowner;
     EXECUTE format('DROP TABLE dds.%I', tab);
     EXECUTE format('ALTER TABLE dds.%1$I_new RENAME TO %1$I', tab);
     EXECUTE format('ALTER TABLE dds.%I ADD CONSTRAINT %I PRIMARY KEY (%s)', tab, tab || '_pkey', pk);
@@ -46,6 +56,9 @@ BEGIN
     END LOOP;
     FOR idx IN SELECT def, name FROM fks WHERE fks.tab = partition_by_hash.tab LOOP
         EXECUTE format('ALTER TABLE dds.%I ADD CONSTRAINT %I %s', tab, idx.name, idx.def);
+    END LOOP;
+    FOR g IN SELECT grantee, privilege FROM grants WHERE grants.tab = partition_by_hash.tab LOOP
+        EXECUTE format('GRANT %s ON dds.%I TO %s', g.privilege, tab, g.grantee);
     END LOOP;
 END $$;
 
