@@ -243,8 +243,15 @@ impl<'a> Runs<'a> {
     async fn assert_exactly_once(&self, oracle: &Oracle) {
         let env = self.env;
         let pg = env.pg().await;
-        let orders = count(&pg, "SELECT count(*) FROM stg.order_events").await;
+        // stg.order_events keeps every order version (README "The model").
+        let orders = count(
+            &pg,
+            "SELECT count(DISTINCT object_id) FROM stg.order_events",
+        )
+        .await;
         assert_eq!(orders, oracle.orders.len() as i64, "distinct orders in STG");
+        let versions = count(&pg, "SELECT count(*) FROM stg.order_events").await;
+        assert_eq!(versions, oracle.version_count() as i64, "versions in STG");
         let dead = count(&pg, "SELECT count(*) FROM dwh.dead_letters").await;
         assert_eq!(dead, oracle.junk as i64, "dead letters");
         let audit = audit(env, oracle).await;

@@ -72,9 +72,23 @@ fn drain_in_parallel(env: &Env, mut killed: Option<(usize, &str)>) {
 async fn assert_each_order_once_in_dds(env: &Env, oracle: &Oracle) {
     let pg = env.pg().await;
     let orders = oracle.orders.len() as i64;
-    for table in ["dds.h_order", "dds.l_order_user", "stg.order_events"] {
+    for table in ["dds.h_order", "dds.l_order_user", "stg.orders_current"] {
         let sql = format!("SELECT count(*) FROM {table}");
         assert_eq!(count(&pg, &sql).await, orders, "{table}");
+    }
+    // And each order version once (README "The model": STG and DDS's log keep every version;
+    // the log one per update_ts).
+    let logged: usize = oracle
+        .orders
+        .keys()
+        .map(|id| oracle.dds_versions(*id).len())
+        .sum();
+    for (table, versions) in [
+        ("stg.order_events", oracle.version_count()),
+        ("dds.x_order_versions", logged),
+    ] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        assert_eq!(count(&pg, &sql).await, versions as i64, "{table}");
     }
     assert_eq!(count(&pg, "SELECT count(*) FROM dwh.outbox").await, 0);
 }
