@@ -50,9 +50,11 @@ measure_cleanup() {
     rm -rf "$work"
 }
 
-# use_topics NAME: the pipeline's three topics named after NAME (deleted on exit).
+# use_topics NAME: the pipeline's three topics and the tags topic named after NAME (deleted on
+# exit).
 use_topics() {
     export DWH_ORDERS_TOPIC="$1-orders" DWH_STG_TOPIC="$1-stg" DWH_DDS_TOPIC="$1-dds"
+    export DWH_TAGS_TOPIC="$1-tags"
     topics+=("$1-.*")
 }
 
