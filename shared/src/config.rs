@@ -260,7 +260,7 @@ pub struct RetryArgs {
     /// Seconds a step keeps retrying a service that is unreachable or dropped the connection; no
     /// attempt waits longer than what is left of them (but 1 s). 0: one attempt, no retries.
     /// Also how long a published message may wait for the broker (at least 10 s) [default: 60;
-    /// 5 for status, report, export and offsets, which a person waits for]
+    /// 5 for status, report, export, offsets and tags, which a person waits for]
     #[arg(
         id = "retry_max_secs",
         long = "retry-max-secs",
@@ -314,7 +314,7 @@ impl Retry {
     /// The default bound of the jobs (CronJobs ride out a minute's outage).
     pub const JOB_MAX_SECS: u64 = 60;
     /// The default bound of the commands a person runs and waits for (status, report, export,
-    /// offsets): an answer within seconds.
+    /// offsets, tags): an answer within seconds.
     pub const BY_HAND_MAX_SECS: u64 = 5;
 }
 
