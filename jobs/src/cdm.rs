@@ -167,6 +167,7 @@ async fn full(args: &Args) -> Result<Summary> {
     let rules = rules::read(&run.client).await?;
     let progress = Progress::new("users", users as u64);
     loop {
+        let chunk_started = std::time::Instant::now();
         let tx = run.client.transaction().await?;
         let users: Vec<Uuid> = tx
             .query(
@@ -188,8 +189,9 @@ async fn full(args: &Args) -> Result<Summary> {
         let done = recompute(&tx, &users, &rules, &events).await?;
         if done.granted + done.revoked > 0 {
             let figures = (users.len(), done.rows);
-            events::record_batch(&tx, batch_id, "cdm --full", &run.partitions, figures, 0.0)
-                .await?;
+            let seconds = chunk_started.elapsed().as_secs_f64();
+            let partitions = &run.partitions;
+            events::record_batch(&tx, batch_id, "cdm --full", partitions, figures, seconds).await?;
         }
         tx.commit().await?;
         batch::fault_point(NAME, "mid-full");
