@@ -127,9 +127,9 @@ impl Audit {
     }
 }
 
-/// Audit DDS (every order's current status, user and current basket — `l_order_product` holds
-/// every dish an order ever held, `s_order_basket` the dishes of each version) and both CDM
-/// showcases against the oracle.
+/// Audit DDS (every order's current status, user and current basket: the dishes of its newest
+/// `s_order_basket` row that `l_order_product` links to it — the link holds every dish the order
+/// ever held) and both CDM showcases against the oracle.
 pub async fn audit(env: &Env, oracle: &Oracle) -> Audit {
     type Vault = BTreeMap<i64, (String, Uuid, BTreeSet<Uuid>)>;
     let pg = env.pg().await;
@@ -144,7 +144,10 @@ pub async fn audit(env: &Env, oracle: &Oracle) -> Audit {
                           FROM (SELECT b.items FROM dds.s_order_basket b
                                 WHERE b.h_order_pk = h.h_order_pk
                                 ORDER BY b.effective_dt DESC LIMIT 1) b,
-                               jsonb_array_elements(b.items) e)
+                               jsonb_array_elements(b.items) e
+                          WHERE EXISTS (SELECT FROM dds.l_order_product op
+                                        WHERE op.h_order_pk = h.h_order_pk
+                                          AND op.h_product_pk = (e ->> 'product_pk')::uuid))
              FROM dds.h_order h",
             &[],
         )
