@@ -132,18 +132,22 @@ pub async fn run<J: Job>(
     bounds: &Bounds,
     share: &Share,
 ) -> Result<Summary> {
-    let Some((mut run, mut summary)) =
-        Run::resume(J::NAME, pg, kafka, share, topic, Hold::Any).await?
-    else {
+    let Some(mut run) = Run::begin(J::NAME, pg, kafka, share, topic, Hold::Any).await? else {
         return Ok(Summary::skipped());
     };
+    // What an earlier run committed but did not finish: its step after the commit first (it may
+    // look at the batch's outbox, e.g. DDS skips the users the batch queued already), then its
+    // outbox.
     job.after_commit(&run)
         .await
         .context("finishing the last batch")?;
-    summary.published += run
-        .publish_outbox()
-        .await
-        .context("republishing the last batch")?;
+    let mut summary = Summary {
+        published: run
+            .publish_outbox()
+            .await
+            .context("republishing the last batch")?,
+        ..Summary::default()
+    };
     fault_point(J::NAME, "before-drain");
     let drained = run
         .drain(bounds)
