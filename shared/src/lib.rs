@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod batch;
 pub mod config;
+pub mod dead_letters;
 pub mod faults;
 pub mod frames;
 pub mod jsonb;
