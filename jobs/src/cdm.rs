@@ -40,16 +40,8 @@ pub struct Args {
     /// Recompute every user's showcases (after a backfill, a bug fix or a change of tag rules)
     #[arg(long)]
     pub full: bool,
-    /// Users recomputed at a time: per transaction by --full, per step of an incremental run
-    #[arg(
-        long,
-        env = "DWH_CDM_CHUNK",
-        value_name = "N",
-        default_value_t = 5_000,
-        value_parser = positive::<i64>,
-        allow_negative_numbers = true
-    )]
-    pub chunk: i64,
+    #[command(flatten)]
+    pub chunk: Chunk,
     #[command(flatten)]
     pub pg: Postgres,
     #[command(flatten)]
@@ -66,13 +58,30 @@ pub struct Args {
     pub push: Push,
 }
 
+/// How many users one step of a recompute takes (`dwh cdm`, `dwh tags rules set|remove`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Chunk {
+    /// Users recomputed at a time: per transaction by --full, per step of an incremental run or
+    /// of a rule change (in its one transaction)
+    #[arg(
+        id = "chunk",
+        long = "chunk",
+        env = "DWH_CDM_CHUNK",
+        value_name = "N",
+        default_value_t = 5_000,
+        value_parser = positive::<i64>,
+        allow_negative_numbers = true
+    )]
+    pub users: i64,
+}
+
 pub async fn run(args: &Args) -> Result<Summary> {
     if args.full {
         return full(args).await;
     }
     let topic = &args.dds.name;
     let mut job = Cdm {
-        chunk: args.chunk as usize,
+        chunk: args.chunk.users as usize,
         tags_topic: args.tags.name.clone(),
     };
     batch::run(
@@ -141,7 +150,7 @@ async fn full(args: &Args) -> Result<Summary> {
     else {
         return Ok(Summary::skipped());
     };
-    let chunk = args.chunk;
+    let chunk = args.chunk.users;
     let mut after = Uuid::nil();
     let started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let tx = run.client.transaction().await?;

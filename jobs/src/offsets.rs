@@ -7,10 +7,9 @@
 //! part of a log on purpose — and is the one supported way to change them by hand.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use anyhow::Result;
-use dwh_shared::config::{non_negative, Kafka, Postgres, Topics};
+use dwh_shared::config::{non_negative, Kafka, LockWait, Postgres, Topics};
 use dwh_shared::offsets::{self, PartitionOffsets, ResetTo};
 use dwh_shared::pg;
 use serde::Serialize;
@@ -34,19 +33,12 @@ pub struct Args {
         value_parser = non_negative::<i32>
     )]
     pub partitions: Vec<i32>,
-    /// How long --reset waits for a running job's locks before giving up (0: do not wait)
-    #[arg(
-        long,
-        env = "DWH_LOCK_WAIT_SECS",
-        value_name = "SECS",
-        default_value_t = 10,
-        value_parser = non_negative::<u64>,
-        allow_negative_numbers = true
-    )]
-    pub lock_wait_secs: u64,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    // How long --reset waits for a running job's locks.
+    #[command(flatten)]
+    pub lock: LockWait,
     #[command(flatten)]
     pub pg: Postgres,
     #[command(flatten)]
@@ -70,7 +62,7 @@ pub async fn run(args: &Args) -> Result<String> {
         .filter(|(job, _)| args.job.as_deref().is_none_or(|j| j == *job))
         .collect();
     if let (Some(to), [(job, topic)]) = (args.reset, chosen.as_slice()) {
-        let wait = Duration::from_secs(args.lock_wait_secs);
+        let wait = args.lock.duration();
         let moved = offsets::reset(
             &client,
             &args.kafka,

@@ -254,7 +254,7 @@ impl Run {
             .into_iter()
             .filter(|p| share.worker.owns(*p))
             .collect();
-        let wait = Duration::from_secs(share.lock_wait_secs);
+        let wait = share.lock.duration();
         let partitions = lock_partitions(&client, job, topic, &mine, wait).await?;
         if hold == Hold::All && partitions.len() < mine.len() {
             // Released now, not when the connection's end reaches the server: the run holding the

@@ -232,12 +232,12 @@ pub struct Bounds {
     pub fetch_timeout_secs: u64,
 }
 
-/// Which partitions a run takes and how long it waits for their locks.
-#[derive(clap::Args, Debug, Clone)]
+/// How long a command waits for the partition locks another run of the job holds.
+#[derive(clap::Args, Debug, Clone, Copy)]
 #[command(next_help_heading = "Locks and workers")]
-pub struct Share {
-    /// Seconds to wait for another run of the same job to finish before giving up (exit 0;
-    /// 0: do not wait)
+pub struct LockWait {
+    /// Seconds to wait for another run of the same job to let go of its locks before giving up
+    /// (a job exits 0 then; 0: do not wait)
     #[arg(
         long,
         env = "DWH_LOCK_WAIT_SECS",
@@ -247,6 +247,20 @@ pub struct Share {
         allow_negative_numbers = true
     )]
     pub lock_wait_secs: u64,
+}
+
+impl LockWait {
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_wait_secs)
+    }
+}
+
+/// Which partitions a run takes and how long it waits for their locks.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Locks and workers")]
+pub struct Share {
+    #[command(flatten)]
+    pub lock: LockWait,
     /// This run's share of the topic's partitions, `i/K`: the partitions p with p % K == i
     /// (for a Kubernetes Indexed Job: `--worker $(JOB_COMPLETION_INDEX)/K`)
     #[arg(long, env = "DWH_WORKER", value_name = "I/K", default_value = "0/1")]

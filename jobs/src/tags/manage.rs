@@ -10,9 +10,7 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
 use dwh_shared::batch::{Hold, Run};
-use dwh_shared::config::{
-    non_negative, positive, DdsTopic, Kafka, Postgres, Share, TagsTopic, Worker,
-};
+use dwh_shared::config::{positive, DdsTopic, Kafka, LockWait, Postgres, Share, TagsTopic, Worker};
 use dwh_shared::vault;
 use serde::Serialize;
 use tokio_postgres::{GenericClient, Transaction};
@@ -87,27 +85,11 @@ pub struct RemoveArgs {
 /// What a rule change needs: the warehouse, cdm's locks and the topics, the recompute's chunk.
 #[derive(clap::Args, Debug)]
 pub struct ChangeArgs {
-    /// Users recomputed at a time (all of them in the change's one transaction)
-    #[arg(
-        long,
-        env = "DWH_CDM_CHUNK",
-        value_name = "N",
-        default_value_t = 5_000,
-        value_parser = positive::<i64>,
-        allow_negative_numbers = true
-    )]
-    pub chunk: i64,
-    /// Seconds to wait for a running `dwh cdm` to finish before giving up (0: do not wait)
-    #[arg(
-        long,
-        env = "DWH_LOCK_WAIT_SECS",
-        value_name = "SECS",
-        default_value_t = 10,
-        value_parser = non_negative::<u64>,
-        allow_negative_numbers = true,
-        help_heading = "Locks and workers"
-    )]
-    pub lock_wait_secs: u64,
+    #[command(flatten)]
+    pub chunk: cdm::Chunk,
+    // How long to wait for a running `dwh cdm`'s locks.
+    #[command(flatten)]
+    pub lock: LockWait,
     #[command(flatten)]
     pub pg: Postgres,
     #[command(flatten)]
@@ -252,7 +234,7 @@ async fn edit(args: &ChangeArgs, edit: Edit<'_>) -> Result<String> {
     };
     let rules = read(&tx).await?;
     let mut done = cdm::Recomputed::default();
-    for chunk in users.chunks(args.chunk as usize) {
+    for chunk in users.chunks(args.chunk.users as usize) {
         done += cdm::recompute(&tx, chunk, &rules, &events).await?;
     }
     if done.granted + done.revoked > 0 {
@@ -284,7 +266,7 @@ async fn edit(args: &ChangeArgs, edit: Edit<'_>) -> Result<String> {
 async fn lock(args: &ChangeArgs) -> Result<(Run, u64)> {
     let share = Share {
         worker: Worker::ALL,
-        lock_wait_secs: args.lock_wait_secs,
+        lock: args.lock,
     };
     let topic = &args.dds.name;
     let Some((run, republished)) =
