@@ -360,16 +360,39 @@ pub static ES_PRODUCT_CATEGORY: Satellite<StgRestaurantVersion> = Satellite {
 
 // ----- the stages ---------------------------------------------------------------------------
 
+// Fields that more than one stage reads from the same record.
+const ORDER_ID: Field<StgOrder> = Field {
+    name: "order_id",
+    kind: Kind::Int,
+    get: |o, _| Value::Int(o.order_id),
+};
+const ORDER_RESTAURANT_ID: Field<StgOrder> = Field {
+    name: "restaurant_id",
+    kind: Kind::Text,
+    get: |o, _| Value::Text(Some(&o.restaurant.id)),
+};
+const RESTAURANT_ID: Field<StgRestaurantVersion> = Field {
+    name: "restaurant_id",
+    kind: Kind::Text,
+    get: |r, _| Value::Text(Some(&r.id)),
+};
+const RESTAURANT_UPDATE_TS: Field<StgRestaurantVersion> = Field {
+    name: "update_ts",
+    kind: Kind::Time,
+    get: |r, _| Value::Time(r.update_ts),
+};
+const RESTAURANT_SEQ: Field<StgRestaurantVersion> = Field {
+    name: "src_seq",
+    kind: Kind::Int,
+    get: |r, _| Value::Int(r.seq),
+};
+
 /// One row per order version.
 pub static STAGE_ORDERS: Stage<StgOrder> = Stage {
     table: "stage_orders",
     rows: |_| 1,
     fields: &[
-        Field {
-            name: "order_id",
-            kind: Kind::Int,
-            get: |o, _| Value::Int(o.order_id),
-        },
+        ORDER_ID,
         Field {
             name: "order_dt",
             kind: Kind::Time,
@@ -390,11 +413,7 @@ pub static STAGE_ORDERS: Stage<StgOrder> = Stage {
             kind: Kind::Text,
             get: |o, _| Value::Text(Some(&o.user.id)),
         },
-        Field {
-            name: "restaurant_id",
-            kind: Kind::Text,
-            get: |o, _| Value::Text(Some(&o.restaurant.id)),
-        },
+        ORDER_RESTAURANT_ID,
     ],
     keys: &[&H_ORDER, &H_USER, &H_RESTAURANT],
     hubs: &[&H_ORDER, &H_USER, &H_RESTAURANT],
@@ -413,16 +432,8 @@ pub static STAGE_ORDER_ITEMS: Stage<StgOrder> = Stage {
     table: "stage_order_items",
     rows: |o| o.items.len(),
     fields: &[
-        Field {
-            name: "order_id",
-            kind: Kind::Int,
-            get: |o, _| Value::Int(o.order_id),
-        },
-        Field {
-            name: "restaurant_id",
-            kind: Kind::Text,
-            get: |o, _| Value::Text(Some(&o.restaurant.id)),
-        },
+        ORDER_ID,
+        ORDER_RESTAURANT_ID,
         Field {
             name: "product_id",
             kind: Kind::Text,
@@ -474,23 +485,7 @@ pub static STAGE_USERS: Stage<StgUserVersion> = Stage {
 pub static STAGE_RESTAURANTS: Stage<StgRestaurantVersion> = Stage {
     table: "stage_restaurants",
     rows: |_| 1,
-    fields: &[
-        Field {
-            name: "restaurant_id",
-            kind: Kind::Text,
-            get: |r, _| Value::Text(Some(&r.id)),
-        },
-        Field {
-            name: "update_ts",
-            kind: Kind::Time,
-            get: |r, _| Value::Time(r.update_ts),
-        },
-        Field {
-            name: "src_seq",
-            kind: Kind::Int,
-            get: |r, _| Value::Int(r.seq),
-        },
-    ],
+    fields: &[RESTAURANT_ID, RESTAURANT_UPDATE_TS, RESTAURANT_SEQ],
     keys: &[&H_RESTAURANT],
     hubs: &[&H_RESTAURANT],
     links: &[],
@@ -508,11 +503,7 @@ pub static STAGE_MENU: Stage<StgRestaurantVersion> = Stage {
     table: "stage_menu",
     rows: |r| r.menu.len(),
     fields: &[
-        Field {
-            name: "restaurant_id",
-            kind: Kind::Text,
-            get: |r, _| Value::Text(Some(&r.id)),
-        },
+        RESTAURANT_ID,
         Field {
             name: "product_id",
             kind: Kind::Text,
@@ -523,16 +514,8 @@ pub static STAGE_MENU: Stage<StgRestaurantVersion> = Stage {
             kind: Kind::Text,
             get: |r, i| Value::Text(r.menu[i].category.as_deref()),
         },
-        Field {
-            name: "update_ts",
-            kind: Kind::Time,
-            get: |r, _| Value::Time(r.update_ts),
-        },
-        Field {
-            name: "src_seq",
-            kind: Kind::Int,
-            get: |r, _| Value::Int(r.seq),
-        },
+        RESTAURANT_UPDATE_TS,
+        RESTAURANT_SEQ,
     ],
     keys: &[&H_RESTAURANT, &H_PRODUCT, &H_CATEGORY],
     hubs: &[&H_PRODUCT, &H_CATEGORY],
