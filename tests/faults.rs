@@ -11,7 +11,7 @@ mod harness;
 
 use harness::oracle::Oracle;
 use harness::showcases::{assert_matches, audit};
-use harness::{count, testdata, Env};
+use harness::{count, Env};
 
 /// Points before the commit: the batch must leave no trace, offsets stay where they were.
 const BEFORE_COMMIT: &[&str] = &[
@@ -37,22 +37,10 @@ async fn stored_offsets(env: &Env, job: &str) -> i64 {
 /// Crash `job` once at each of `points`, each time on a new slice of the testdata.
 async fn crash_everywhere(job: &str, points: &[&str]) {
     let env = Env::new().await;
-    let dir = testdata();
-    env.dwh_ok(&[
-        "replay",
-        dir.join("users.jsonl").to_str().unwrap(),
-        dir.join("restaurants.jsonl").to_str().unwrap(),
-    ]);
-    let orders = std::fs::read_to_string(dir.join("orders.jsonl")).unwrap();
-    let lines: Vec<&str> = orders.lines().collect();
-    let slices = std::env::temp_dir().join(format!("{}-slices", env.name));
-    std::fs::create_dir_all(&slices).unwrap();
-    let per_slice = lines.len().div_ceil(points.len());
+    let (_slices, files) = env.testdata_slices(points.len());
     let position = JOBS.iter().position(|j| *j == job).unwrap();
 
-    for (i, (point, slice)) in points.iter().zip(lines.chunks(per_slice)).enumerate() {
-        let file = slices.join(format!("{i}.jsonl"));
-        std::fs::write(&file, slice.join("\n")).unwrap();
+    for (point, file) in points.iter().zip(&files) {
         env.dwh_ok(&["replay", file.to_str().unwrap()]);
         for upstream in &JOBS[..position] {
             env.dwh_ok(&[upstream]);
@@ -60,16 +48,7 @@ async fn crash_everywhere(job: &str, points: &[&str]) {
 
         let before = stored_offsets(&env, job).await;
         let fault = format!("{job}:{point}");
-        let out = env
-            .command(&[job], &[("DWH_FAULT", &fault)])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{fault}: the run must die");
-        assert!(
-            stderr.contains(&format!("injected crash at {point}")),
-            "{fault}: the point was never reached: {stderr}"
-        );
+        env.crash_at(&[job], point);
         let after = stored_offsets(&env, job).await;
         if BEFORE_COMMIT.contains(point) {
             assert_eq!(after, before, "{fault}: offsets moved without a commit");
@@ -95,7 +74,6 @@ async fn crash_everywhere(job: &str, points: &[&str]) {
     let audit = audit(&env, &oracle).await;
     assert_eq!((audit.lost, audit.doubled), (0, 0), "{job}: {audit:?}");
     assert!(audit.rows > 0);
-    std::fs::remove_dir_all(slices).unwrap();
 }
 
 fn every_point() -> Vec<&'static str> {
@@ -135,15 +113,7 @@ async fn a_full_recompute_survives_a_crash_between_chunks() {
         )
         .await
         .unwrap();
-    let out = env
-        .command(
-            &["cdm", "--full", "--chunk", "10"],
-            &[("DWH_FAULT", "cdm:mid-full")],
-        )
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("injected crash at mid-full"));
+    env.crash_at(&["cdm", "--full", "--chunk", "10"], "mid-full");
     let users = count(
         &env.pg().await,
         "SELECT count(DISTINCT user_id) FROM cdm.user_product_counters",

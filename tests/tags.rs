@@ -681,38 +681,14 @@ async fn a_crash_at_every_step_of_cdm_loses_no_tag_event() {
             .await
             .unwrap();
     }
-    let dir = testdata();
-    env.dwh_ok(&[
-        "replay",
-        dir.join("users.jsonl").to_str().unwrap(),
-        dir.join("restaurants.jsonl").to_str().unwrap(),
-    ]);
-    let orders = std::fs::read_to_string(dir.join("orders.jsonl")).unwrap();
-    let lines: Vec<&str> = orders.lines().collect();
-    let slices = std::env::temp_dir().join(format!("{}-slices", env.name));
-    std::fs::create_dir_all(&slices).unwrap();
-    for (i, (point, slice)) in POINTS
-        .iter()
-        .zip(lines.chunks(lines.len().div_ceil(POINTS.len())))
-        .enumerate()
-    {
-        let file = slices.join(format!("{i}.jsonl"));
-        std::fs::write(&file, slice.join("\n")).unwrap();
+    let (_slices, files) = env.testdata_slices(POINTS.len());
+    for (point, file) in POINTS.iter().zip(&files) {
         env.dwh_ok(&["replay", file.to_str().unwrap()]);
         env.dwh_ok(&["stg"]);
         env.dwh_ok(&["dds"]);
         let published = env.topic_len(&env.tags_topic);
         let fault = format!("cdm:{point}");
-        let out = env
-            .command(&["cdm"], &[("DWH_FAULT", &fault)])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{fault}: the run must die");
-        assert!(
-            stderr.contains(&format!("injected crash at {point}")),
-            "{fault}: the point was never reached: {stderr}"
-        );
+        env.crash_at(&["cdm"], point);
         let after_crash = env.topic_len(&env.tags_topic);
         if AFTER_COMMIT.contains(point) {
             assert!(after_crash >= published, "{fault}");
@@ -737,7 +713,6 @@ async fn a_crash_at_every_step_of_cdm_loses_no_tag_event() {
             );
         }
     }
-    std::fs::remove_dir_all(slices).unwrap();
     let oracle = Oracle::testdata();
     let fold = assert_tags(&env, &oracle, &low, "after a crash at every step").await;
     assert!(fold.duplicates > 0);
@@ -753,14 +728,7 @@ async fn a_crash_at_every_step_of_cdm_loses_no_tag_event() {
             .await
             .unwrap();
     }
-    let out = env
-        .command(
-            &["cdm", "--full", "--chunk", "10"],
-            &[("DWH_FAULT", "cdm:mid-full")],
-        )
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("injected crash at mid-full"));
+    env.crash_at(&["cdm", "--full", "--chunk", "10"], "mid-full");
     let before = env.topic_len(&env.tags_topic);
     env.dwh_ok(&["cdm", "--full", "--chunk", "10"]);
     let fold = assert_tags(&env, &oracle, &SEEDED, "after the crashed --full").await;

@@ -283,6 +283,46 @@ impl Env {
         self.dwh_ok(&["replay", dir.to_str().expect("a UTF-8 path")]);
     }
 
+    /// Replay the testdata's users and restaurants, and write its orders as `n` slices of about
+    /// equal size into files of a scratch folder (removed with it): the crash tests load one slice
+    /// per fault point.
+    pub fn testdata_slices(&self, n: usize) -> (instances::Scratch, Vec<PathBuf>) {
+        let dir = testdata();
+        self.dwh_ok(&[
+            "replay",
+            dir.join("users.jsonl").to_str().unwrap(),
+            dir.join("restaurants.jsonl").to_str().unwrap(),
+        ]);
+        let orders = std::fs::read_to_string(dir.join("orders.jsonl")).unwrap();
+        let lines: Vec<&str> = orders.lines().collect();
+        let scratch = instances::Scratch::new("slices");
+        let files = lines
+            .chunks(lines.len().div_ceil(n))
+            .enumerate()
+            .map(|(i, slice)| {
+                let file = scratch.0.join(format!("{i}.jsonl"));
+                std::fs::write(&file, slice.join("\n")).unwrap();
+                file
+            })
+            .collect();
+        (scratch, files)
+    }
+
+    /// `dwh <args>` with `DWH_FAULT=<args[0]>:<point>`: it must die, at that point.
+    pub fn crash_at(&self, args: &[&str], point: &str) {
+        let fault = format!("{}:{point}", args[0]);
+        let out = self
+            .command(args, &[("DWH_FAULT", &fault)])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{fault}: the run must die");
+        assert!(
+            stderr.contains(&format!("injected crash at {point}")),
+            "{fault}: the point was never reached: {stderr}"
+        );
+    }
+
     /// Run stg, dds and cdm once each.
     pub fn pipeline(&self) {
         for job in ["stg", "dds", "cdm"] {
