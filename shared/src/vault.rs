@@ -23,6 +23,7 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use chrono::NaiveDateTime;
+use std::borrow::Cow;
 use std::sync::Arc;
 use uuid::{uuid, Uuid};
 
@@ -99,13 +100,13 @@ pub enum Value<'a> {
 
 impl Value<'_> {
     /// The value as the text a key or hashdiff is computed over (`None` when missing).
-    fn text(&self) -> Option<String> {
+    fn text(&self) -> Option<Cow<'_, str>> {
         match self {
-            Value::Key(k) => k.map(|k| k.to_string()),
-            Value::Text(t) => t.map(str::to_owned),
-            Value::Int(n) => Some(n.to_string()),
-            Value::Time(t) => Some(t.format(crate::model::TS_FORMAT).to_string()),
-            Value::Json(j) => Some((*j).to_owned()),
+            Value::Key(k) => k.map(|k| Cow::Owned(k.to_string())),
+            Value::Text(t) => t.map(Cow::Borrowed),
+            Value::Int(n) => Some(Cow::Owned(n.to_string())),
+            Value::Time(t) => Some(Cow::Owned(t.format(crate::model::TS_FORMAT).to_string())),
+            Value::Json(j) => Some(Cow::Borrowed(j)),
         }
     }
 }
@@ -655,7 +656,7 @@ pub fn stage_batch<T>(stage: &Stage<T>, records: &[T]) -> Result<RecordBatch> {
                     .iter()
                     .map(|a| (a.get)(record, row))
                     .collect();
-                let texts: Vec<Option<String>> = attributes.iter().map(Value::text).collect();
+                let texts: Vec<Option<Cow<str>>> = attributes.iter().map(Value::text).collect();
                 let inputs: Vec<Option<&str>> = texts.iter().map(Option::as_deref).collect();
                 let diff = hashdiff(&inputs);
                 values.extend(attributes);
