@@ -6,9 +6,7 @@
 -- does; the category NULL then). `order_ts` (the time of the order's newest version) picks that
 -- fallback name from the user's newest order.
 SELECT lou.h_user_pk, lou.h_order_pk, b.product_pk, coalesce(pn.name, b.name) AS name,
-       pc.h_category_pk, hc.category_name,
-       (SELECT max(x.effective_dt) FROM dds.x_order_versions x
-        WHERE x.h_order_pk = lou.h_order_pk) AS order_ts
+       pc.h_category_pk, hc.category_name, ov.order_ts
 FROM dds.l_order_user lou
 JOIN LATERAL (
     SELECT s.status FROM dds.s_order_status s
@@ -20,6 +18,11 @@ JOIN LATERAL (
     WHERE s.h_order_pk = lou.h_order_pk
     ORDER BY s.effective_dt DESC LIMIT 1
 ) bk ON true
+-- Once per order, not per dish of it.
+JOIN LATERAL (
+    SELECT max(x.effective_dt) AS order_ts FROM dds.x_order_versions x
+    WHERE x.h_order_pk = lou.h_order_pk
+) ov ON true
 CROSS JOIN LATERAL jsonb_to_recordset(bk.items) AS b(product_pk uuid, name text)
 LEFT JOIN LATERAL (
     SELECT s.name FROM dds.s_product_names s
