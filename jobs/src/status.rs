@@ -107,7 +107,7 @@ pub struct LastBatch {
     pub consumed: i64,
     pub loaded: i64,
     pub dead_lettered: i64,
-    /// Seconds the run took up to its commit (unknown for batches from before migration V0005).
+    /// Seconds the run took up to its commit (unknown for batches from before migration V0006).
     pub seconds: Option<f64>,
     /// Its downstream messages reached Kafka.
     pub published: bool,
