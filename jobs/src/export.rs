@@ -13,7 +13,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
-use dwh_shared::archive::{self, Archive};
+use dwh_shared::archive;
+use dwh_shared::bucket::Bucket;
 use dwh_shared::config::{positive, Postgres};
 use dwh_shared::pg;
 use object_store::buffered::BufWriter;
@@ -58,7 +59,7 @@ pub async fn run(args: &Args) -> Result<String> {
     let started = std::time::Instant::now();
     // Connected first: a run that cannot read the showcases creates no folder.
     let mut client = pg::connect(&args.pg).await?;
-    let out = Archive::open(&args.out)?;
+    let out = Bucket::open(&args.out, "export")?;
     let mut written = Vec::new();
     for (table, sql) in SHOWCASES {
         // One repeatable-read transaction per table: a consistent picture of it.
@@ -84,7 +85,7 @@ pub async fn run(args: &Args) -> Result<String> {
 
 async fn export(
     tx: &Transaction<'_>,
-    out: &Archive,
+    out: &Bucket,
     table: &str,
     sql: &str,
     chunk: usize,
@@ -93,14 +94,13 @@ async fn export(
     let schema = schema(statement.columns())?;
     tx.execute(&format!("DECLARE export NO SCROLL CURSOR FOR {sql}"), &[])
         .await?;
-    let (store, root) = out.store();
-    let path = root.clone().join(format!("{table}.parquet"));
+    let path = out.path(&[&format!("{table}.parquet")]);
     let properties = archive::writer_properties()
         .into_builder()
         .set_max_row_group_row_count(Some(chunk))
         .build();
     let mut writer = AsyncArrowWriter::try_new(
-        BufWriter::new(store, path),
+        BufWriter::new(out.store().clone(), path),
         schema.clone(),
         Some(properties),
     )?;

@@ -21,18 +21,16 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use uuid::Uuid;
 
+use crate::bucket::Bucket;
 use crate::kafka::Polled;
-use crate::mask_url;
 
 /// Where `dwh stg` and `dwh snapshot` archive what they load (off when unset).
 #[derive(clap::Args, Debug, Clone)]
@@ -117,94 +115,31 @@ impl Entry {
 /// A folder or bucket holding the archive (cheap to clone: the store is shared).
 #[derive(Clone)]
 pub struct Archive {
-    store: Arc<dyn ObjectStore>,
-    root: Path,
-    url: String,
+    bucket: Bucket,
 }
 
 impl Archive {
     /// Open `url` to write to: `s3://bucket/prefix`, or a local folder (`file://` or a plain
     /// path, created if missing).
     pub fn open(url: &str) -> Result<Archive> {
-        match Location::of(url)? {
-            Location::Bucket => Archive::bucket(url),
-            Location::Folder(folder) => {
-                std::fs::create_dir_all(folder)
-                    .with_context(|| format!("creating the archive folder {folder}"))?;
-                Archive::folder(url, folder)
-            }
-        }
+        Ok(Archive {
+            bucket: Bucket::open(url, "archive")?,
+        })
     }
 
     /// Open `url` to read from: like [`Archive::open`], but a folder must exist already (reading
     /// never creates one). Whether it holds any archive file is for [`Archive::list`] to say.
     pub fn open_existing(url: &str) -> Result<Archive> {
-        match Location::of(url)? {
-            Location::Bucket => Archive::bucket(url),
-            Location::Folder(folder) => {
-                let expected = "expected the folder `dwh stg --archive` writes, with orders/ and \
-                                snapshots/ of Parquet files";
-                match std::fs::metadata(folder) {
-                    Ok(meta) if meta.is_dir() => Archive::folder(url, folder),
-                    Ok(_) => bail!("the archive {folder} is a file, not a folder: {expected}"),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        bail!("the archive folder {folder} does not exist: {expected}")
-                    }
-                    Err(e) => {
-                        Err(e).with_context(|| format!("reading the archive folder {folder}"))
-                    }
-                }
-            }
-        }
-    }
-
-    fn bucket(url: &str) -> Result<Archive> {
-        let shown = mask_url(url);
-        let parsed = url::Url::parse(url).with_context(|| format!("bad archive URL {shown}"))?;
-        if !s3_credentials_configured() {
-            bail!(
-                "no S3 credentials found for {shown}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                 (with AWS_SESSION_TOKEN for temporary ones), or AWS_WEB_IDENTITY_TOKEN_FILE and \
-                 AWS_ROLE_ARN; for an EC2 instance role, AWS_METADATA_ENDPOINT=http://169.254.169.254"
-            );
-        }
-        let store = AmazonS3Builder::from_env()
-            .with_url(url)
-            .build()
-            .with_context(|| format!("opening the archive bucket {shown}"))?;
+        let expected = "expected the folder `dwh stg --archive` writes, with orders/ and \
+                        snapshots/ of Parquet files";
         Ok(Archive {
-            store: Arc::new(store),
-            root: Path::from(parsed.path().trim_matches('/')),
-            url: shown,
-        })
-    }
-
-    fn folder(url: &str, folder: &str) -> Result<Archive> {
-        let store = LocalFileSystem::new_with_prefix(folder)
-            .with_context(|| format!("opening the archive folder {folder}"))?;
-        Ok(Archive {
-            store: Arc::new(store),
-            root: Path::default(),
-            url: mask_url(url),
+            bucket: Bucket::open_existing(url, "archive", expected)?,
         })
     }
 
     /// The archive's URL, password masked.
     pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The store and the root path in it, for other writers (the showcase export).
-    pub fn store(&self) -> (Arc<dyn ObjectStore>, &Path) {
-        (self.store.clone(), &self.root)
-    }
-
-    fn path(&self, folder: &str, name: &str) -> Path {
-        let mut path = self.root.clone();
-        for part in [folder, name] {
-            path = path.join(part);
-        }
-        path
+        self.bucket.url()
     }
 
     /// Archive one STG batch: its messages from `topic` and the dictionary documents it read.
@@ -219,7 +154,9 @@ impl Archive {
         let stamps = messages.iter().filter_map(|m| m.timestamp_ms);
         let from = stamp(stamps.clone().min().unwrap_or(0));
         let to = stamp(stamps.max().unwrap_or(0));
-        let path = self.path(ORDERS, &format!("{from}_{to}_{batch_id}.parquet"));
+        let path = self
+            .bucket
+            .path(&[ORDERS, &format!("{from}_{to}_{batch_id}.parquet")]);
         let file = tokio::task::spawn_blocking(move || {
             encode(&rows(batch_id, &topic, &messages, &documents, None)?)
         })
@@ -237,17 +174,20 @@ impl Archive {
         documents: &[Document],
     ) -> Result<Path> {
         let at = stamp(taken.timestamp_millis());
-        let path = self.path(SNAPSHOTS, &format!("{at}_{at}_{batch_id}.parquet"));
+        let path = self
+            .bucket
+            .path(&[SNAPSHOTS, &format!("{at}_{at}_{batch_id}.parquet")]);
         let file = encode(&rows(batch_id, "", &[], documents, Some(taken))?)?;
         self.put(&path, file).await?;
         Ok(path)
     }
 
     async fn put(&self, path: &Path, file: Vec<u8>) -> Result<()> {
-        self.store
+        self.bucket
+            .store()
             .put(path, PutPayload::from(file))
             .await
-            .with_context(|| format!("writing {path} to the archive {}", self.url))?;
+            .with_context(|| format!("writing {path} to the archive {}", self.url()))?;
         Ok(())
     }
 
@@ -261,13 +201,14 @@ impl Archive {
     ) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
         for (folder, kind) in [(ORDERS, Kind::Orders), (SNAPSHOTS, Kind::Snapshot)] {
-            let prefix = self.root.clone().join(folder);
+            let prefix = self.bucket.path(&[folder]);
             let metas: Vec<_> = self
-                .store
+                .bucket
+                .store()
                 .list(Some(&prefix))
                 .try_collect()
                 .await
-                .with_context(|| format!("listing the archive {}", self.url))?;
+                .with_context(|| format!("listing the archive {}", self.url()))?;
             for meta in metas {
                 let Some(entry) = parse_name(&meta.location, kind) else {
                     tracing::warn!(path = %meta.location, "not an archive file; skipped");
@@ -286,58 +227,16 @@ impl Archive {
     /// Read one archive file back.
     pub async fn read(&self, entry: &Entry) -> Result<Archived> {
         let file = self
-            .store
+            .bucket
+            .store()
             .get(&entry.path)
             .await
-            .with_context(|| format!("reading {} from the archive {}", entry.path, self.url))?
+            .with_context(|| format!("reading {} from the archive {}", entry.path, self.url()))?
             .bytes()
             .await
-            .with_context(|| format!("reading {} from the archive {}", entry.path, self.url))?;
+            .with_context(|| format!("reading {} from the archive {}", entry.path, self.url()))?;
         decode(file, entry.batch_id).with_context(|| format!("decoding {}", entry.path))
     }
-}
-
-/// Where an archive URL points.
-enum Location<'a> {
-    /// `s3://bucket/prefix`.
-    Bucket,
-    /// A local folder (the path, without `file://`).
-    Folder(&'a str),
-}
-
-impl Location<'_> {
-    fn of(url: &str) -> Result<Location<'_>> {
-        if url.starts_with("s3://") {
-            return Ok(Location::Bucket);
-        }
-        match url.strip_prefix("file://") {
-            Some(path) => Ok(Location::Folder(path)),
-            None if url.contains("://") => bail!(
-                "archive {}: only folders and s3://bucket/prefix are supported",
-                mask_url(url)
-            ),
-            None => Ok(Location::Folder(url)),
-        }
-    }
-}
-
-/// Whether the environment names a source of S3 credentials. Without one, object_store would
-/// ask the EC2 instance metadata service (169.254.169.254), which outside EC2 fails with an
-/// unrelated-looking HTTP error or a long wait; so a run without any says so at once, and an EC2
-/// instance role is used when `AWS_METADATA_ENDPOINT` asks for it.
-fn s3_credentials_configured() -> bool {
-    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_METADATA_ENDPOINT",
-    ]
-    .into_iter()
-    .any(set)
-        || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// `20231002T091541.123Z` for milliseconds since the epoch.

@@ -5,10 +5,12 @@
 //! PostgreSQL ([`pg`]), the batch protocol that makes every run idempotent ([`batch`]), the source
 //! messages ([`model`]) and what PostgreSQL refuses in them ([`jsonb`]), the Data Vault
 //! description ([`vault`]) and the bridge from Arrow to Polars ([`frames`]); the Parquet archive
-//! of every batch ([`archive`]); riding out a service that is briefly away ([`retry`]).
+//! of every batch ([`archive`]) and the folder or bucket it and the exports write to ([`bucket`]);
+//! riding out a service that is briefly away ([`retry`]).
 
 pub mod archive;
 pub mod batch;
+pub mod bucket;
 pub mod config;
 pub mod dead_letters;
 pub mod faults;
