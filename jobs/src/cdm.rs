@@ -153,20 +153,11 @@ async fn full(args: &Args) -> Result<Summary> {
     let chunk = args.chunk.users;
     let mut after = Uuid::nil();
     let started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    // Users that left the vault (a rebuilt DDS) must not keep rows.
     let tx = run.client.transaction().await?;
-    // Users that left the vault (a rebuilt DDS) must not keep rows. (Their tags go without an
-    // event: the warehouse no longer knows the id the application knows them by.)
-    for table in [
-        "user_product_counters",
-        "user_category_counters",
-        "user_tags",
-    ] {
-        tx.execute(
-            &format!("DELETE FROM cdm.{table} c WHERE NOT EXISTS (SELECT 1 FROM dds.h_user u WHERE u.h_user_pk = c.user_id)"),
-            &[],
-        )
-        .await?;
-    }
+    tx.batch_execute(include_str!("sql/cdm_drop_gone_users.sql"))
+        .await
+        .context("deleting the showcase rows of users no longer in dds.h_user")?;
     tx.commit().await?;
     let users: i64 = run
         .client
@@ -179,10 +170,7 @@ async fn full(args: &Args) -> Result<Summary> {
         let chunk_started = std::time::Instant::now();
         let tx = run.client.transaction().await?;
         let users: Vec<Uuid> = tx
-            .query(
-                "SELECT h_user_pk FROM dds.h_user WHERE h_user_pk > $1 ORDER BY h_user_pk LIMIT $2",
-                &[&after, &chunk],
-            )
+            .query(include_str!("sql/cdm_users_after.sql"), &[&after, &chunk])
             .await?
             .iter()
             .map(|r| r.get(0))

@@ -1,8 +1,9 @@
 //! `dwh export --out DIR|URL`: the showcases as Parquet files for BI tools and notebooks.
 //!
-//! Each showcase is read through a server-side cursor, `--chunk` rows at a time, each chunk
-//! turned into one Arrow batch and one Parquet row group and streamed to the folder or bucket
-//! (a multipart upload, finished atomically), so memory stays bounded whatever the table's size.
+//! Each showcase is read through a portal (the protocol's server-side cursor: `Transaction::bind`,
+//! `query_portal`), `--chunk` rows at a time, each chunk turned into one Arrow batch and one
+//! Parquet row group and streamed to the folder or bucket (a multipart upload, finished
+//! atomically), so memory stays bounded whatever the table's size.
 //! Hub keys are written as canonical uuid text, next to the source ids and the human names.
 
 use std::sync::Arc;
@@ -92,8 +93,9 @@ async fn export(
 ) -> Result<u64> {
     let statement = tx.prepare(sql).await?;
     let schema = schema(statement.columns())?;
-    tx.execute(&format!("DECLARE export NO SCROLL CURSOR FOR {sql}"), &[])
-        .await?;
+    // A portal: the query's rows are fetched `chunk` at a time, as from a server-side cursor.
+    let portal = tx.bind(&statement, &[]).await?;
+    let per_fetch = i32::try_from(chunk).unwrap_or(i32::MAX);
     let path = out.path(&[&format!("{table}.parquet")]);
     let properties = archive::writer_properties()
         .into_builder()
@@ -104,10 +106,9 @@ async fn export(
         schema.clone(),
         Some(properties),
     )?;
-    let fetch = format!("FETCH {chunk} FROM export");
     let mut total = 0u64;
     loop {
-        let rows = tx.query(&fetch, &[]).await?;
+        let rows = tx.query_portal(&portal, per_fetch).await?;
         if rows.is_empty() {
             break;
         }
@@ -115,7 +116,6 @@ async fn export(
         writer.write(&to_batch(&schema, &rows)?).await?;
     }
     writer.close().await?;
-    tx.execute("CLOSE export", &[]).await?;
     Ok(total)
 }
 

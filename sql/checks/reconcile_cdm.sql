@@ -1,14 +1,15 @@
 -- Reconciliation: recount distinct CLOSED orders per user×dish and user×category straight from
 -- the Data Vault's hubs, links and satellites, under the current-truth rules (README "The
--- model"): an order counts when its newest status is CLOSED, with the dishes of its newest
--- basket; a dish counts in the category of its newest es_product_category row. Lists every row
--- where CDM differs; no rows means the showcases are right.
+-- model"): an order counts when its current status (dds.current_order_status, its newest
+-- s_order_status row) is CLOSED, with the dishes of its newest basket; a dish counts in the
+-- category of its newest es_product_category row. Lists every row where CDM differs; no rows
+-- means the showcases are right.
 -- Run: psql "$DWH_PG_URL" -f sql/checks/reconcile_cdm.sql
 WITH closed AS (
     SELECT lou.h_user_pk, lou.h_order_pk
     FROM dds.l_order_user lou
-    WHERE (SELECT s.status FROM dds.s_order_status s WHERE s.h_order_pk = lou.h_order_pk
-           ORDER BY s.effective_dt DESC LIMIT 1) = 'CLOSED'
+    JOIN dds.current_order_status st ON st.h_order_pk = lou.h_order_pk
+    WHERE st.status = 'CLOSED'
 ), lines AS (
     SELECT DISTINCT c.h_user_pk, c.h_order_pk, (e ->> 'product_pk')::uuid AS h_product_pk
     FROM closed c

@@ -19,6 +19,7 @@ RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     idx record;
     g record;
+    v record;
 BEGIN
     EXECUTE format('CREATE TABLE dds.%1$I_new (LIKE dds.%1$I INCLUDING DEFAULTS) PARTITION BY HASH (%2$I)',
                    tab, part_key);
@@ -43,6 +44,28 @@ BEGIN
            a.privilege_type
     FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
     WHERE c.oid = format('dds.%I', tab)::regclass AND a.grantee <> c.relowner;
+    -- Views that read the old table (dds.current_order_status reads s_order_status, V0013), with
+    -- their comments and privileges: dropped with it, made again on the new one.
+    CREATE TEMP TABLE IF NOT EXISTS views (tab text, name text, def text, note text);
+    CREATE TEMP TABLE IF NOT EXISTS view_grants (name text, grantee text, privilege text);
+    INSERT INTO views
+    SELECT DISTINCT tab, vw.oid::regclass::text, pg_get_viewdef(vw.oid),
+           obj_description(vw.oid, 'pg_class')
+    FROM pg_depend d
+    JOIN pg_rewrite r ON r.oid = d.objid
+    JOIN pg_class vw ON vw.oid = r.ev_class
+    WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = format('dds.%I', tab)::regclass
+      AND vw.oid <> d.refobjid;
+    INSERT INTO view_grants
+    SELECT w.name, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+           a.privilege_type
+    FROM views w
+    JOIN pg_class c ON c.oid = w.name::regclass
+    CROSS JOIN LATERAL aclexplode(c.relacl) a
+    WHERE w.tab = partition_by_hash.tab AND a.grantee <> c.relowner;
+    FOR v IN SELECT name FROM views WHERE views.tab = partition_by_hash.tab LOOP
+        EXECUTE format('DROP VIEW %s', v.name);
+    END LOOP;
     EXECUTE format('DROP TABLE dds.%I', tab);
     EXECUTE format('ALTER TABLE dds.%1$I_new RENAME TO %1$I', tab);
     EXECUTE format('ALTER TABLE dds.%I ADD CONSTRAINT %I PRIMARY KEY (%s)', tab, tab || '_pkey', pk);
@@ -59,6 +82,13 @@ BEGIN
     END LOOP;
     FOR g IN SELECT grantee, privilege FROM grants WHERE grants.tab = partition_by_hash.tab LOOP
         EXECUTE format('GRANT %s ON dds.%I TO %s', g.privilege, tab, g.grantee);
+    END LOOP;
+    FOR v IN SELECT name, def, note FROM views WHERE views.tab = partition_by_hash.tab LOOP
+        EXECUTE format('CREATE VIEW %s AS %s', v.name, v.def);
+        EXECUTE format('COMMENT ON VIEW %s IS %L', v.name, v.note);
+        FOR g IN SELECT grantee, privilege FROM view_grants WHERE view_grants.name = v.name LOOP
+            EXECUTE format('GRANT %s ON %s TO %s', g.privilege, v.name, g.grantee);
+        END LOOP;
     END LOOP;
 END $$;
 
