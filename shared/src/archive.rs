@@ -9,15 +9,13 @@
 //! file is written with one `put`, which is atomic on both stores (S3: a single PUT; a folder:
 //! object_store writes a staged file and renames it), so a reader never sees half a file.
 
-use std::sync::Arc;
-
 use anyhow::{bail, Context, Result};
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int32Builder, Int64Array,
-    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
+    Array, BinaryArray, BinaryBuilder, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
     TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, TimeUnit};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::TryStreamExt;
@@ -30,6 +28,7 @@ use parquet::file::properties::WriterProperties;
 use uuid::Uuid;
 
 use crate::bucket::Bucket;
+use crate::columns;
 use crate::kafka::Polled;
 
 /// Where `dwh stg` and `dwh snapshot` archive what they load (off when unset).
@@ -51,22 +50,22 @@ const ORDERS: &str = "orders";
 const SNAPSHOTS: &str = "snapshots";
 const STAMP: &str = "%Y%m%dT%H%M%S%.3fZ";
 
-/// The Arrow schema of every archive file (documented in the README).
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("topic", DataType::Utf8, true),
-        Field::new("partition", DataType::Int32, true),
-        Field::new("offset", DataType::Int64, true),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("key", DataType::Binary, true),
-        Field::new("value", DataType::Binary, false),
-        Field::new("batch_id", DataType::Utf8, false),
-    ]))
+columns! {
+    /// The columns of every archive file (documented in the README): written by [`rows`], read
+    /// back by [`decode`].
+    struct ArchiveColumns => ArchiveArrays {
+        /// [`KIND_MESSAGE`] or [`KIND_DICTIONARY`].
+        kind: StringBuilder, StringArray = DataType::Utf8, false;
+        topic: StringBuilder, StringArray = DataType::Utf8, true;
+        partition: Int32Builder, Int32Array = DataType::Int32, true;
+        offset: Int64Builder, Int64Array = DataType::Int64, true;
+        /// The Kafka timestamp; for a snapshot's documents, when it was taken.
+        timestamp: TimestampMillisecondBuilder, TimestampMillisecondArray =
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true;
+        key: BinaryBuilder, BinaryArray = DataType::Binary, true;
+        value: BinaryBuilder, BinaryArray = DataType::Binary, false;
+        batch_id: StringBuilder, StringArray = DataType::Utf8, false;
+    }
 }
 
 /// A dictionary document as Redis held it: its key and its raw value.
@@ -289,46 +288,32 @@ fn rows(
     let n = messages.len() + documents.len();
     let bytes: usize = messages.iter().map(|m| m.payload.len()).sum::<usize>()
         + documents.iter().map(|d| d.value.len()).sum::<usize>();
-    let mut kind = StringBuilder::with_capacity(n, n * 10);
-    let mut topics = StringBuilder::with_capacity(n, messages.len() * topic.len());
-    let mut partition = Int32Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    let mut timestamp = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut key = BinaryBuilder::with_capacity(n, n * 24);
-    let mut value = BinaryBuilder::with_capacity(n, bytes);
-    let mut batch = StringBuilder::with_capacity(n, n * 36);
+    let mut c = ArchiveColumns::with_capacity(n);
+    // Room for every value at once: their sizes are known.
+    c.value = BinaryBuilder::with_capacity(n, bytes);
     let id = batch_id.to_string();
     for m in messages {
-        kind.append_value(KIND_MESSAGE);
-        topics.append_value(topic);
-        partition.append_value(m.partition);
-        offset.append_value(m.offset);
-        timestamp.append_option(m.timestamp_ms);
-        key.append_option(m.key.as_deref());
-        value.append_value(&m.payload);
-        batch.append_value(&id);
+        c.kind.append_value(KIND_MESSAGE);
+        c.topic.append_value(topic);
+        c.partition.append_value(m.partition);
+        c.offset.append_value(m.offset);
+        c.timestamp.append_option(m.timestamp_ms);
+        c.key.append_option(m.key.as_deref());
+        c.value.append_value(&m.payload);
+        c.batch_id.append_value(&id);
     }
     for d in documents {
-        kind.append_value(KIND_DICTIONARY);
-        topics.append_null();
-        partition.append_null();
-        offset.append_null();
-        timestamp.append_option(taken.map(|t| t.timestamp_millis()));
-        key.append_value(d.key.as_bytes());
-        value.append_value(&d.value);
-        batch.append_value(&id);
+        c.kind.append_value(KIND_DICTIONARY);
+        c.topic.append_null();
+        c.partition.append_null();
+        c.offset.append_null();
+        c.timestamp
+            .append_option(taken.map(|t| t.timestamp_millis()));
+        c.key.append_value(d.key.as_bytes());
+        c.value.append_value(&d.value);
+        c.batch_id.append_value(&id);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(kind.finish()),
-        Arc::new(topics.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(timestamp.finish()),
-        Arc::new(key.finish()),
-        Arc::new(value.finish()),
-        Arc::new(batch.finish()),
-    ];
-    Ok(RecordBatch::try_new(schema(), columns)?)
+    Ok(c.finish()?)
 }
 
 /// Writer settings of archive and export files: zstd, statistics for readers that prune.
@@ -346,13 +331,6 @@ fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(file)
 }
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .with_context(|| format!("column {name} is missing or of another type"))
-}
-
 fn decode(file: Bytes, batch_id: Uuid) -> Result<Archived> {
     let mut archived = Archived {
         batch_id,
@@ -363,13 +341,16 @@ fn decode(file: Bytes, batch_id: Uuid) -> Result<Archived> {
         .build()?;
     for batch in reader {
         let batch = batch?;
-        let kind = column::<StringArray>(&batch, "kind")?;
-        let topic = column::<StringArray>(&batch, "topic")?;
-        let partition = column::<Int32Array>(&batch, "partition")?;
-        let offset = column::<Int64Array>(&batch, "offset")?;
-        let timestamp = column::<TimestampMillisecondArray>(&batch, "timestamp")?;
-        let key = column::<BinaryArray>(&batch, "key")?;
-        let value = column::<BinaryArray>(&batch, "value")?;
+        let ArchiveArrays {
+            kind,
+            topic,
+            partition,
+            offset,
+            timestamp,
+            key,
+            value,
+            ..
+        } = ArchiveArrays::of(&batch)?;
         for i in 0..batch.num_rows() {
             match kind.value(i) {
                 KIND_MESSAGE => {
@@ -414,6 +395,52 @@ mod tests {
         let error = Archive::open_existing(missing).err().unwrap().to_string();
         assert!(error.contains("is a file, not a folder"), "{error}");
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_has_the_documented_schema_and_documents_no_position() {
+        let message = Polled {
+            partition: 3,
+            offset: 9,
+            timestamp_ms: None,
+            key: None,
+            payload: b"{}".to_vec(),
+        };
+        let document = Document {
+            key: "u1".into(),
+            value: b"{}".to_vec(),
+        };
+        let taken = DateTime::from_timestamp_millis(1_696_238_141_000);
+        let batch = rows(Uuid::nil(), "orders", &[message], &[document], taken).unwrap();
+        // The README's table of the archive's columns.
+        let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let documented = [
+            ("kind", DataType::Utf8, false),
+            ("topic", DataType::Utf8, true),
+            ("partition", DataType::Int32, true),
+            ("offset", DataType::Int64, true),
+            ("timestamp", utc, true),
+            ("key", DataType::Binary, true),
+            ("value", DataType::Binary, false),
+            ("batch_id", DataType::Utf8, false),
+        ];
+        let schema = batch.schema();
+        let found: Vec<(&str, DataType, bool)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type().clone(), f.is_nullable()))
+            .collect();
+        assert_eq!(found, documented);
+        let c = ArchiveArrays::of(&batch).unwrap();
+        assert_eq!(c.kind.value(0), KIND_MESSAGE);
+        assert_eq!(c.kind.value(1), KIND_DICTIONARY);
+        assert!(c.topic.is_null(1) && c.partition.is_null(1) && c.offset.is_null(1));
+        assert_eq!((c.partition.value(0), c.offset.value(0)), (3, 9));
+        // A message without a timestamp has none; a snapshot's documents have when it was taken.
+        assert!(c.timestamp.is_null(0));
+        assert_eq!(c.timestamp.value(1), 1_696_238_141_000);
+        assert_eq!(c.key.value(1), b"u1");
+        assert_eq!(c.batch_id.value(1), Uuid::nil().to_string());
     }
 
     #[tokio::test]

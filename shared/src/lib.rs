@@ -4,13 +4,15 @@
 //! settings come from ([`config`]), talking to Kafka ([`kafka`]), Redis ([`redis`]) and
 //! PostgreSQL ([`pg`]), the batch protocol that makes every run idempotent ([`batch`]), the source
 //! messages ([`model`]) and what PostgreSQL refuses in them ([`jsonb`]), the Data Vault
-//! description ([`vault`]) and the bridge from Arrow to Polars ([`frames`]); the Parquet archive
-//! of every batch ([`archive`]) and the folder or bucket it and the exports write to ([`bucket`]);
-//! riding out a service that is briefly away ([`retry`]).
+//! description ([`vault`]), Arrow batches declared once ([`columns`]) and the bridge from Arrow to
+//! Polars ([`frames`]); the Parquet archive of every batch ([`archive`]) and the folder or bucket
+//! it and the exports write to ([`bucket`]); riding out a service that is briefly away
+//! ([`retry`]).
 
 pub mod archive;
 pub mod batch;
 pub mod bucket;
+pub mod columns;
 pub mod config;
 pub mod dead_letters;
 pub mod faults;

@@ -417,6 +417,24 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_goes_to_partitions_in_order_and_empty_ones_are_not_read() {
+        let planned = plan_reads(
+            &marks(&[(0, 5, 5), (1, 0, 10), (2, 3, 10), (3, 0, 10)]),
+            &BTreeMap::from([(2, 7)]),
+            15,
+        );
+        // 0 is empty (retention took everything it had, nothing was stored: no gap); 1 takes
+        // 10 of the 15; 2 takes the 3 it has past its stored offset; 3 gets the last 2.
+        assert_eq!(
+            planned.targets,
+            BTreeMap::from([(1, (0, 10)), (2, (7, 10)), (3, (0, 2))])
+        );
+        assert!(planned.gaps.is_empty());
+        let none = plan_reads(&marks(&[(0, 0, 10)]), &BTreeMap::new(), 0);
+        assert!(none.targets.is_empty(), "a budget of 0 reads nothing");
+    }
+
+    #[test]
     fn retention_past_the_stored_offset_is_a_gap_and_the_drain_starts_at_the_log() {
         let planned = plan_reads(&marks(&[(0, 50, 60)]), &BTreeMap::from([(0, 20)]), 100);
         assert_eq!(

@@ -8,28 +8,25 @@
 //! with those they held and queues a tag event per change for the tags topic, in the same
 //! transaction (`tags::events`); the run publishes them after the commit.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result};
-use arrow::array::{
-    ArrayRef, BinaryBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
-};
-use chrono::NaiveDateTime;
 use dwh_shared::batch::{self, Hold, Job, Loaded, Run, Summary};
 use dwh_shared::config::{positive, Bounds, DdsTopic, Kafka, Postgres, Share, TagsTopic, Worker};
-use dwh_shared::frames;
 use dwh_shared::kafka::Drained;
 use dwh_shared::metrics::Push;
 use dwh_shared::model::AffectedUser;
 use dwh_shared::progress::Progress;
 use dwh_shared::{pg, vault};
-use polars::prelude::*;
 use tokio_postgres::{GenericClient, Transaction};
 use tracing::{info, info_span, Instrument};
 use uuid::Uuid;
 
 use crate::tags::events::{self, Events, TagCount};
 use crate::tags::rules::{self, Rules, TagRule};
+use compute::compute;
+use facts::read_facts;
+
+mod compute;
+mod facts;
 
 /// The job's name: its locks, offsets, batches and outbox rows.
 pub const NAME: &str = "cdm";
@@ -155,7 +152,7 @@ async fn full(args: &Args) -> Result<Summary> {
     let started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     // Users that left the vault (a rebuilt DDS) must not keep rows.
     let tx = run.client.transaction().await?;
-    tx.batch_execute(include_str!("sql/cdm_drop_gone_users.sql"))
+    tx.batch_execute(include_str!("../sql/cdm_drop_gone_users.sql"))
         .await
         .context("deleting the showcase rows of users no longer in dds.h_user")?;
     tx.commit().await?;
@@ -170,7 +167,10 @@ async fn full(args: &Args) -> Result<Summary> {
         let chunk_started = std::time::Instant::now();
         let tx = run.client.transaction().await?;
         let users: Vec<Uuid> = tx
-            .query(include_str!("sql/cdm_users_after.sql"), &[&after, &chunk])
+            .query(
+                include_str!("../sql/cdm_users_after.sql"),
+                &[&after, &chunk],
+            )
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -283,168 +283,4 @@ pub async fn tag_counts<C: GenericClient>(
 ) -> Result<Vec<TagCount>> {
     let facts = read_facts(client, users).await?;
     Ok(compute(&facts, rules)?.tag_counts)
-}
-
-/// One row per (user, CLOSED order, dish of its current basket) with the dish's current name and
-/// category, and the time of the order's current basket.
-async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<RecordBatch> {
-    let rows = client
-        .query(include_str!("sql/cdm_facts.sql"), &[&users])
-        .await
-        .context("reading facts from DDS")?;
-    let mut user = BinaryBuilder::new();
-    let mut order = BinaryBuilder::new();
-    let mut product = BinaryBuilder::new();
-    let mut product_name = StringBuilder::new();
-    let mut category = BinaryBuilder::new();
-    let mut category_name = StringBuilder::new();
-    let mut order_ts = TimestampMicrosecondBuilder::new();
-    for row in &rows {
-        user.append_value(row.get::<_, Uuid>(0).as_bytes());
-        order.append_value(row.get::<_, Uuid>(1).as_bytes());
-        product.append_value(row.get::<_, Uuid>(2).as_bytes());
-        product_name.append_option(row.get::<_, Option<&str>>(3));
-        category.append_option(row.get::<_, Option<Uuid>>(4).map(|c| *c.as_bytes()));
-        category_name.append_option(row.get::<_, Option<&str>>(5));
-        order_ts.append_value(row.get::<_, NaiveDateTime>(6).and_utc().timestamp_micros());
-    }
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        ("user_id", Arc::new(user.finish())),
-        ("order_id", Arc::new(order.finish())),
-        ("product_id", Arc::new(product.finish())),
-        ("product_name", Arc::new(product_name.finish())),
-        ("category_id", Arc::new(category.finish())),
-        ("category_name", Arc::new(category_name.finish())),
-        ("order_ts", Arc::new(order_ts.finish())),
-    ];
-    Ok(RecordBatch::try_from_iter(columns)?)
-}
-
-/// The three showcases of a set of users, as Arrow batches shaped like their tables, and each
-/// user's count under each rule (held or not: what a tag event says).
-pub struct Showcases {
-    pub products: RecordBatch,
-    pub categories: RecordBatch,
-    pub tags: RecordBatch,
-    pub tag_counts: Vec<TagCount>,
-}
-
-/// Count distinct CLOSED orders per user×product, user×category and tag rule, with Polars.
-pub fn compute(facts: &RecordBatch, rules: &[TagRule]) -> Result<Showcases> {
-    let facts = frames::to_polars(facts)?.lazy();
-    let distinct_orders = || {
-        col("order_id")
-            .n_unique()
-            .cast(DataType::Int64)
-            .alias("order_cnt")
-    };
-
-    let mut products = facts
-        .clone()
-        .group_by([col("user_id"), col("product_id")])
-        .agg([
-            // The dish's current name (the same on every row) or, for a dish no menu lists,
-            // the name the user's newest order gives it.
-            col("product_name")
-                .sort_by(
-                    [col("order_ts")],
-                    SortMultipleOptions::default().with_order_descending(true),
-                )
-                .drop_nulls()
-                .first()
-                .alias("product_name"),
-            distinct_orders(),
-        ])
-        .select([
-            col("user_id"),
-            col("product_id"),
-            col("product_name").fill_null(lit("")),
-            col("order_cnt"),
-        ])
-        .collect()?;
-    let mut categories = facts
-        .clone()
-        .filter(col("category_id").is_not_null())
-        .group_by([col("user_id"), col("category_id")])
-        .agg([
-            col("category_name").first().alias("category_name"),
-            distinct_orders(),
-        ])
-        .select([
-            col("user_id"),
-            col("category_id"),
-            col("category_name"),
-            col("order_cnt"),
-        ])
-        .collect()?;
-
-    let mut tag_frames = Vec::new();
-    for rule in rules {
-        let matches = match (&rule.category_name, &rule.dish_pattern) {
-            (Some(category), _) => col("category_name").eq(lit(category.as_str())),
-            (None, Some(pattern)) => col("product_name")
-                .str()
-                .contains(lit(format!("(?i){pattern}")), false),
-            (None, None) => continue,
-        };
-        tag_frames.push(
-            facts
-                .clone()
-                .filter(matches)
-                .group_by([col("user_id")])
-                .agg([distinct_orders()])
-                .select([
-                    col("user_id"),
-                    lit(rule.tag.as_str()).alias("tag"),
-                    col("order_cnt"),
-                    lit(rule.threshold).cast(DataType::Int64).alias("threshold"),
-                ]),
-        );
-    }
-    let (mut tags, tag_counts) = if tag_frames.is_empty() {
-        (DataFrame::empty(), Vec::new())
-    } else {
-        let counts = concat(tag_frames, UnionArgs::default())?.collect()?;
-        let tags = counts
-            .clone()
-            .lazy()
-            .filter(col("order_cnt").gt_eq(col("threshold")))
-            .select([col("user_id"), col("tag"), col("order_cnt")])
-            .collect()?;
-        (tags, counts_of(&counts)?)
-    };
-    Ok(Showcases {
-        products: frames::from_polars(&mut products)?,
-        categories: frames::from_polars(&mut categories)?,
-        tags: frames::from_polars(&mut tags)?,
-        tag_counts,
-    })
-}
-
-/// The rows of a frame of (user_id, tag, order_cnt, threshold).
-fn counts_of(frame: &DataFrame) -> Result<Vec<TagCount>> {
-    let users = frame.column("user_id")?.binary()?;
-    let tags = frame.column("tag")?.str()?;
-    let counts = frame.column("order_cnt")?.i64()?;
-    let thresholds = frame.column("threshold")?.i64()?;
-    let mut out = Vec::with_capacity(frame.height());
-    for (((user, tag), order_cnt), threshold) in users
-        .iter()
-        .zip(tags.iter())
-        .zip(counts.iter())
-        .zip(thresholds.iter())
-    {
-        let (Some(user), Some(tag), Some(order_cnt), Some(threshold)) =
-            (user, tag, order_cnt, threshold)
-        else {
-            continue;
-        };
-        out.push(TagCount {
-            user: Uuid::from_slice(user)?,
-            tag: tag.to_owned(),
-            order_cnt,
-            threshold,
-        });
-    }
-    Ok(out)
 }
