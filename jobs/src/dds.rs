@@ -42,7 +42,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         source: format!("kafka:{}", args.stg.name),
         target: args.dds.name.clone(),
     };
-    batch::run(
+    Ok(batch::run(
         &mut job,
         &args.pg,
         &args.kafka,
@@ -50,7 +50,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         &args.bounds,
         &args.share,
     )
-    .await
+    .await?)
 }
 
 struct Dds {

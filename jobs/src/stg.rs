@@ -62,7 +62,7 @@ pub struct SnapshotArgs {
 }
 
 fn open_archive(args: &ArchiveArgs) -> Result<Option<Archive>> {
-    args.url.as_deref().map(Archive::open).transpose()
+    Ok(args.url.as_deref().map(Archive::open).transpose()?)
 }
 
 pub async fn run(args: &Args) -> Result<Summary> {
@@ -72,7 +72,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         target: args.stg.name.clone(),
         archive: open_archive(&args.archive)?,
     };
-    batch::run(
+    Ok(batch::run(
         &mut job,
         &args.pg,
         &args.kafka,
@@ -80,7 +80,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         &args.bounds,
         &args.share,
     )
-    .await
+    .await?)
 }
 
 /// The STG load step; `dwh stg` and `dwh backfill` differ only in where the dictionaries come

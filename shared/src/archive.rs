@@ -9,7 +9,7 @@
 //! file is written with one `put`, which is atomic on both stores (S3: a single PUT; a folder:
 //! object_store writes a staged file and renames it), so a reader never sees half a file.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use arrow::array::{
     Array, BinaryArray, BinaryBuilder, Int32Array, Int32Builder, Int64Array, Int64Builder,
     RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use rdkafka::producer::FutureProducer;
 use tokio_postgres::{Client, GenericClient, Transaction};
 use tracing::Instrument;
@@ -102,13 +102,13 @@ pub trait Job {
         tx: &Transaction<'_>,
         drained: &Drained,
         batch_id: Uuid,
-    ) -> impl Future<Output = Result<Loaded>>;
+    ) -> impl Future<Output = anyhow::Result<Loaded>>;
 
     /// Work that must follow a batch's commit in a transaction of its own, and that a run also
     /// does first for whatever an earlier run committed but did not get to (it died in between):
     /// DDS queues the users of changed dishes, STG publishes dictionary versions. Before
     /// publishing.
-    fn after_commit(&mut self, run: &Run) -> impl Future<Output = Result<()>> {
+    fn after_commit(&mut self, run: &Run) -> impl Future<Output = anyhow::Result<()>> {
         let _ = run;
         async { Ok(()) }
     }
@@ -172,7 +172,11 @@ pub async fn load_batch<J: Job>(
     let span = tracing::info_span!("batch", job = J::NAME, %batch_id);
     let started = run.batch_started;
     async {
-        let tx = run.client.transaction().await?;
+        let tx = run
+            .client
+            .transaction()
+            .await
+            .context("beginning the batch")?;
         let loaded = job
             .load(&tx, drained, batch_id)
             .instrument(tracing::info_span!("load"))
@@ -199,7 +203,7 @@ pub async fn load_batch<J: Job>(
             .await?;
         fault_point(J::NAME, "after-publish");
         drained.commit_group_offsets();
-        anyhow::Ok(())
+        Ok::<_, crate::Error>(())
     }
     .instrument(span)
     .await?;
@@ -507,6 +511,7 @@ pub async fn stored_offsets<C: GenericClient>(
             "SELECT partition, next_offset FROM dwh.offsets WHERE job = $1 AND topic = $2",
             &[&job, &topic],
         )
-        .await?;
+        .await
+        .with_context(|| format!("reading the offsets of {job} on {topic}"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Error, Result};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -56,7 +56,8 @@ impl Bucket {
 
     fn s3(url: &str, what: &str) -> Result<Bucket> {
         let shown = mask_url(url);
-        let parsed = url::Url::parse(url).with_context(|| format!("bad {what} URL {shown}"))?;
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid(format!("bad {what} URL {shown}: {e}")))?;
         if !s3_credentials_configured() {
             bail!(
                 "no S3 credentials found for {shown}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \

@@ -1,7 +1,7 @@
 //! Messages that cannot be used: split from the good ones with the parser's reason, and kept in
 //! `dwh.dead_letters` with their raw bytes and position (DESIGN §4); the batch goes on.
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 

@@ -6,7 +6,7 @@
 
 use std::io::Cursor;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use polars::prelude::{

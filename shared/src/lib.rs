@@ -15,6 +15,7 @@ pub mod bucket;
 pub mod columns;
 pub mod config;
 pub mod dead_letters;
+pub mod error;
 pub mod faults;
 pub mod frames;
 pub mod jsonb;
@@ -28,6 +29,8 @@ pub mod progress;
 pub mod redis;
 pub mod retry;
 pub mod vault;
+
+pub use error::Error;
 
 /// Replace the password of a connection URL with `****`, so it can be printed.
 ///
@@ -120,8 +123,15 @@ fn mask_key_values(raw: &str) -> String {
 /// An error and its causes on one line, `: `-separated, leaving out a cause whose text is already
 /// there (OpenSSL's errors repeat themselves through several layers of wrapping).
 pub fn error_line(error: &anyhow::Error) -> String {
+    chain_line(error.as_ref())
+}
+
+/// [`error_line`] of any error: it and its sources.
+pub fn chain_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = String::new();
-    for cause in error.chain() {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        next = cause.source();
         let text = cause.to_string();
         if line.contains(text.trim()) {
             continue;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use prometheus::{Encoder, Gauge, Registry, TextEncoder};
 use tokio_postgres::GenericClient;
 
@@ -124,7 +124,7 @@ pub fn encode(figures: &Figures) -> Result<String> {
     }
     let mut text = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut text)?;
-    Ok(String::from_utf8(text)?)
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 /// Push `figures` of `job` to the Pushgateway at `url`, replacing the job's previous push.
@@ -189,7 +189,10 @@ pub async fn after_run(
     }
     .await;
     if let Err(error) = result {
-        tracing::warn!("dwh {job}: metrics not pushed: {error:#}");
+        tracing::warn!(
+            "dwh {job}: metrics not pushed: {}",
+            crate::chain_line(&error)
+        );
     }
 }
 

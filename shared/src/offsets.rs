@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};
 
@@ -186,8 +186,9 @@ pub async fn reset(
     let group: BTreeMap<i32, i64> = moves.iter().copied().collect();
     if let Err(e) = kafka::commit_group(kafka, &kafka::group(job), topic, &group).await {
         tracing::warn!(
-            "offsets reset; could not tell consumer group {}: {e:#}",
-            kafka::group(job)
+            "offsets reset; could not tell consumer group {}: {}",
+            kafka::group(job),
+            crate::chain_line(&e)
         );
     }
     Ok(moves

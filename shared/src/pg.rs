@@ -4,7 +4,7 @@
 //! PostgreSQL's binary COPY format and streamed in one `COPY`. A 16-byte `FixedSizeBinary` column
 //! travels as raw bytes, which is exactly the binary form of `uuid`, so key columns land as uuids.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
 use bytes::BytesMut;
@@ -90,7 +90,8 @@ pub async fn ensure_database(pg: &Postgres) -> Result<()> {
     let client = connect_config(&admin, pg, parsed.verify).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
+        .await
+        .with_context(|| format!("looking for database {name}"))?
         .is_some();
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
@@ -113,14 +114,16 @@ pub async fn ensure_database(pg: &Postgres) -> Result<()> {
 pub async fn migrate(client: &mut Client) -> Result<Vec<String>> {
     client
         .batch_execute("SELECT pg_advisory_lock(hashtextextended('dwh:migrate', 0))")
-        .await?;
+        .await
+        .context("taking the migration lock")?;
     let report = embedded::migrations::runner()
         .set_migration_table_name("dwh_schema_history")
         .run_async(client)
         .await;
     client
         .batch_execute("SELECT pg_advisory_unlock(hashtextextended('dwh:migrate', 0))")
-        .await?;
+        .await
+        .context("releasing the migration lock")?;
     let report = report.context("applying migrations")?;
     Ok(report
         .applied_migrations()
@@ -134,14 +137,18 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<String>> {
 pub async fn lock(client: &Client, name: &str, wait: std::time::Duration) -> Result<bool> {
     client
         .batch_execute(&format!("SET lock_timeout = {}", wait.as_millis().max(1)))
-        .await?;
+        .await
+        .context("setting lock_timeout")?;
     let taken = client
         .execute(
             "SELECT pg_advisory_lock(hashtextextended($1, 0))",
             &[&format!("dwh:{name}")],
         )
         .await;
-    client.batch_execute("RESET lock_timeout").await?;
+    client
+        .batch_execute("RESET lock_timeout")
+        .await
+        .context("resetting lock_timeout")?;
     match taken {
         Ok(_) => Ok(true),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use tokio_postgres::config::SslMode;
@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn an_unknown_mode_is_one_plain_error_without_the_password() {
         let error = parse("postgres://u:s3cret@db/dwh?sslmode=verify").unwrap_err();
-        let text = format!("{error:#}");
+        let text = crate::chain_line(&error);
         assert!(text.contains("sslmode=verify is not one of"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
     }

@@ -4,11 +4,11 @@
 //! keys each, never one `GET` per order. Connecting is retried while Redis is away; a [`Reader`]
 //! also reconnects when Redis drops the connection mid-run.
 
-use anyhow::{Context, Result};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
 use crate::config::Redis;
+use crate::error::{bail, Cause, Context, Result};
 use crate::model::DictVersion;
 use crate::{mask_url, retry};
 
@@ -33,7 +33,7 @@ async fn open(settings: &Redis) -> Result<MultiplexedConnection> {
         None => redis::Client::open(url),
         Some(ca) => {
             if !url.starts_with("rediss://") {
-                anyhow::bail!(
+                bail!(
                     "a Redis CA file needs a rediss:// URL, not {}",
                     mask_url(url)
                 );
@@ -63,7 +63,7 @@ async fn open(settings: &Redis) -> Result<MultiplexedConnection> {
             } else {
                 "is unreachable"
             };
-            anyhow::Error::new(e).context(format!("Redis at {} {what}", mask_url(url)))
+            e.within(format!("Redis at {} {what}", mask_url(url)))
         })
 }
 
@@ -111,7 +111,10 @@ impl Reader {
     }
 
     fn forget_if_lost<T>(&mut self, result: &Result<T>) {
-        if result.as_ref().is_err_and(retry::is_transient) {
+        if result
+            .as_ref()
+            .is_err_and(|e| e.diagnose().is_some_and(|(_, transient)| transient))
+        {
             self.conn = None;
         }
     }

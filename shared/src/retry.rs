@@ -29,7 +29,7 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio_postgres::error::SqlState;
 
 use crate::config::{Kafka, Postgres, Redis, Retry};
-use crate::{error_line, mask_url};
+use crate::{chain_line, error_line, mask_url, Error};
 
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 const LONGEST_DELAY: Duration = Duration::from_secs(10);
@@ -150,11 +150,59 @@ impl std::error::Error for GaveUp {
     }
 }
 
+/// An error a step may be retried on: the library's [`Error`], or an `anyhow::Error` of the
+/// binary (its steps add context to the library's errors).
+pub trait Failure: Sized {
+    /// Which service failed, and whether trying again may help.
+    fn diagnose(&self) -> Option<(Service, bool)>;
+    /// The error on one line, for the log.
+    fn line(&self) -> String;
+    /// The error of a step that was tried `attempts` times over `seconds`, this the last.
+    fn gave_up(self, attempts: usize, seconds: f64) -> Self;
+}
+
+impl Failure for Error {
+    fn diagnose(&self) -> Option<(Service, bool)> {
+        Error::diagnose(self)
+    }
+
+    fn line(&self) -> String {
+        chain_line(self)
+    }
+
+    fn gave_up(self, attempts: usize, seconds: f64) -> Self {
+        Error::GaveUp {
+            attempts,
+            seconds,
+            last: Box::new(self),
+        }
+    }
+}
+
+impl Failure for anyhow::Error {
+    fn diagnose(&self) -> Option<(Service, bool)> {
+        diagnose(self)
+    }
+
+    fn line(&self) -> String {
+        error_line(self)
+    }
+
+    fn gave_up(self, attempts: usize, seconds: f64) -> Self {
+        GaveUp {
+            attempts,
+            seconds,
+            last: self,
+        }
+        .into()
+    }
+}
+
 /// Run `step`, which talks to `service`, with this process's bounds (see [`Retry::run`]).
-pub async fn run<T>(
+pub async fn run<T, E: Failure>(
     service: Service,
-    step: impl AsyncFnMut() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+    step: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
     policy().run(service, step).await
 }
 
@@ -162,11 +210,11 @@ impl Retry {
     /// Run `step` until it succeeds, fails with an error that is not a passing outage of
     /// `service` (another service's error ends it too), or a bound is reached; the error then
     /// says how many attempts were made over how long.
-    pub async fn run<T>(
+    pub async fn run<T, E: Failure>(
         &self,
         service: Service,
-        mut step: impl AsyncFnMut() -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
+        mut step: impl AsyncFnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(self.max_secs);
         let mut delays = ExponentialBuilder::default()
@@ -183,7 +231,7 @@ impl Retry {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            if diagnose(&error) != Some((service, true)) {
+            if error.diagnose() != Some((service, true)) {
                 return Err(error);
             }
             // The last wait is cut short so the last attempt still starts within the bound.
@@ -197,17 +245,12 @@ impl Retry {
                     return Err(error);
                 }
                 let seconds = started.elapsed().as_secs_f64();
-                return Err(GaveUp {
-                    attempts,
-                    seconds,
-                    last: error,
-                }
-                .into());
+                return Err(error.gave_up(attempts, seconds));
             };
             tracing::info!(
                 attempt = attempts,
                 "{}; retrying in {:.1} s",
-                error_line(&error),
+                error.line(),
                 delay.as_secs_f64()
             );
             tokio::time::sleep(delay).await;
@@ -215,24 +258,44 @@ impl Retry {
     }
 }
 
-/// Which service an error came from, and whether trying again may help.
+/// Which service an error came from, and whether trying again may help: the library's
+/// [`Error`] the binary's context wraps says it ([`Error::diagnose`]).
 pub fn diagnose(error: &anyhow::Error) -> Option<(Service, bool)> {
-    for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<tokio_postgres::Error>() {
-            return Some((Service::Postgres, postgres_transient(e)));
+    diagnose_chain(error.as_ref())
+}
+
+/// [`diagnose`] of any error and its sources.
+pub(crate) fn diagnose_chain(error: &(dyn std::error::Error + 'static)) -> Option<(Service, bool)> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        next = cause.source();
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return e.diagnose();
         }
-        if let Some(e) = cause.downcast_ref::<RedisError>() {
-            return Some((Service::Redis, redis_transient(e)));
+        if let Some(found) = unwrapped(cause) {
+            return Some(found);
         }
-        if let Some(e) = cause.downcast_ref::<KafkaError>() {
-            return Some((Service::Kafka, kafka_transient(e)));
-        }
-        if let Some(e) = cause.downcast_ref::<NotReady>() {
-            return Some((e.service, true));
-        }
-        if let Some(e) = cause.downcast_ref::<Refused>() {
-            return Some((e.service, false));
-        }
+    }
+    None
+}
+
+/// A service's error without the library's [`Error`] around it: the binary's own steps (the
+/// jobs' loads, the commands) call the clients with anyhow.
+fn unwrapped(cause: &(dyn std::error::Error + 'static)) -> Option<(Service, bool)> {
+    if let Some(e) = cause.downcast_ref::<tokio_postgres::Error>() {
+        return Some((Service::Postgres, postgres_transient(e)));
+    }
+    if let Some(e) = cause.downcast_ref::<RedisError>() {
+        return Some((Service::Redis, redis_transient(e)));
+    }
+    if let Some(e) = cause.downcast_ref::<KafkaError>() {
+        return Some((Service::Kafka, kafka_transient(e)));
+    }
+    if let Some(e) = cause.downcast_ref::<NotReady>() {
+        return Some((e.service, true));
+    }
+    if let Some(e) = cause.downcast_ref::<Refused>() {
+        return Some((e.service, false));
     }
     None
 }
@@ -242,7 +305,7 @@ pub fn is_transient(error: &anyhow::Error) -> bool {
     diagnose(error).is_some_and(|(_, transient)| transient)
 }
 
-fn postgres_transient(error: &tokio_postgres::Error) -> bool {
+pub(crate) fn postgres_transient(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;
     }
@@ -261,7 +324,7 @@ fn postgres_transient(error: &tokio_postgres::Error) -> bool {
     io_transient(error)
 }
 
-fn redis_transient(error: &RedisError) -> bool {
+pub(crate) fn redis_transient(error: &RedisError) -> bool {
     error.is_connection_refusal()
         || error.is_connection_dropped()
         || error.is_timeout()

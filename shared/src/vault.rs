@@ -17,7 +17,6 @@
 //! a satellite keeps a row where its hashdiff differs from the version before it, in the order of
 //! the source's timestamps, whichever batch brought which version (see [`satellite_merge`]).
 
-use anyhow::Result;
 use arrow::array::{
     ArrayRef, FixedSizeBinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
@@ -27,6 +26,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use uuid::{uuid, Uuid};
 
+use crate::error::{bail, Result};
 use crate::model::{StgOrder, StgRestaurantVersion, StgUserVersion};
 
 /// Namespace of every key (the source project's convention).
@@ -578,7 +578,7 @@ impl Builder {
             (Builder::Text(b), Value::Json(j)) => b.append_value(j),
             (Builder::Int(b), Value::Int(n)) => b.append_value(*n),
             (Builder::Time(b), Value::Time(t)) => b.append_value(t.and_utc().timestamp_micros()),
-            (_, value) => anyhow::bail!("a stage value of the wrong kind: {value:?}"),
+            (_, value) => bail!("a stage value of the wrong kind: {value:?}"),
         }
         Ok(())
     }

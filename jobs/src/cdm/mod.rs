@@ -81,7 +81,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         chunk: args.chunk.users as usize,
         tags_topic: args.tags.name.clone(),
     };
-    batch::run(
+    Ok(batch::run(
         &mut job,
         &args.pg,
         &args.kafka,
@@ -89,7 +89,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         &args.bounds,
         &args.share,
     )
-    .await
+    .await?)
 }
 
 /// The CDM load step: the affected users are recomputed `chunk` at a time (in the batch's one

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -227,9 +227,12 @@ fn drain_blocking(
     if !targets.is_empty() {
         let mut tpl = TopicPartitionList::new();
         for (partition, (start, _)) in &targets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*start))?;
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*start))
+                .context("listing the partitions to read")?;
         }
-        consumer.assign(&tpl)?;
+        consumer
+            .assign(&tpl)
+            .with_context(|| format!("assigning partitions of {topic}"))?;
         let next = poll_until(
             &consumer,
             topic,

@@ -13,7 +13,7 @@
 //! offsets, for monitoring), `metadata` (the partitions of a topic, and telling a broker that
 //! refuses the client from one that is away) and [`security`] (TLS and SASL settings).
 
-use anyhow::Result;
+use crate::error::Result;
 use rdkafka::ClientConfig;
 
 use crate::config::Kafka;

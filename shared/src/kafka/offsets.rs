@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -84,7 +84,8 @@ pub async fn commit_group(
 ) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
     for (partition, next) in offsets {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+            .context("listing the offsets to commit")?;
     }
     let (kafka, group) = (kafka.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {

@@ -3,12 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::base_config;
 use crate::config::Kafka;
+use crate::error::{Context, Error, Result};
 use crate::retry;
 
 /// The largest message a job publishes, in bytes. An enriched STG order carries its payload (up
@@ -125,7 +125,12 @@ impl Sending {
     pub async fn acknowledged(self) -> Result<()> {
         let topic = &self.topic;
         for (key, bytes, delivery) in self.deliveries {
-            match delivery.await.context("the producer was dropped")? {
+            let Ok(delivery) = delivery.await else {
+                return Err(Error::invalid(
+                    "the producer was dropped before it delivered",
+                ));
+            };
+            match delivery {
                 Ok(_) => {}
                 Err((e, _)) if too_large(&e) => {
                     return Err(TooLarge {

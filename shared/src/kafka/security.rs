@@ -1,6 +1,6 @@
 //! The librdkafka properties of TLS and SASL, checked before any client is made.
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 
 use crate::config::Kafka;
 
@@ -115,8 +115,9 @@ mod tests {
         kafka.ca_file = Some(ca.with_extension("missing"));
         let error = producer(&kafka).err().expect("a missing CA file fails");
         assert!(
-            format!("{error:#}").contains("ssl.ca.location"),
-            "{error:#}"
+            crate::chain_line(&error).contains("ssl.ca.location"),
+            "{}",
+            crate::chain_line(&error)
         );
         std::fs::remove_file(ca).unwrap();
     }

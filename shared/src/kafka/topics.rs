@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
@@ -11,6 +10,7 @@ use super::base_config;
 use super::metadata::{admitted, metadata_timeout, partitions, watched, METADATA_TIMEOUT};
 use super::MAX_PUBLISHED_BYTES;
 use crate::config::Kafka;
+use crate::error::{bail, Cause, Context, Result};
 use crate::retry::{self, Service};
 
 /// Create `topics` with `partitions` partitions and `replicas` copies of each (`None`: the
@@ -83,7 +83,7 @@ async fn visible(kafka: &Kafka, topics: &[String]) -> Result<()> {
         for topic in &topics {
             while let Err(error) = partitions(&consumer, brokers, topic, timeout) {
                 if Instant::now() >= deadline {
-                    return Err(error.context(format!(
+                    return Err(error.within(format!(
                         "topic {topic} was created but the brokers do not show it within \
                          {METADATA_TIMEOUT:?}"
                     )));
