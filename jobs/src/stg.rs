@@ -1,12 +1,13 @@
 //! The STG job: orders from Kafka and the dictionaries they name from Redis, into `stg`, as is.
 //!
 //! Read top to bottom as the data flows: drain → parse (junk to dead letters) → read dictionaries
-//! → stage as Arrow and `COPY` → one set-based merge that also fills the outbox with the enriched
-//! orders → record offsets → commit → publish. `dwh snapshot` loads every dictionary the same way.
+//! → stage as Arrow and `COPY` → one set-based merge → the new versions' messages, enriched in
+//! memory with the names STG holds, into the outbox → record offsets → commit → publish. `dwh snapshot` loads every dictionary the same way.
 //! With `--archive`, each batch (and each snapshot) is also written as Parquet before the commit;
 //! `dwh backfill` runs this same load over archived batches, reading their dictionaries from the
 //! archive instead of Redis.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -18,6 +19,7 @@ use chrono::NaiveDateTime;
 use dwh_shared::archive::{Archive, ArchiveArgs, Document};
 use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
 use dwh_shared::config::{Bounds, Kafka, OrdersTopic, Postgres, Redis, Share, StgTopic};
+use dwh_shared::enriched::{self, Names, RestaurantNames, UserNames};
 use dwh_shared::kafka::{Drained, Polled};
 use dwh_shared::metrics::Push;
 use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
@@ -203,14 +205,20 @@ impl Job for Stg {
         pg::stage(tx, "stage_orders", &orders_batch(&orders)?).await?;
         batch::fault_point(Self::NAME, "after-copy");
         load_dictionaries(tx, &dictionaries.versions, batch_id).await?;
-        let rows = tx
-            .execute(
+        let new_versions = tx
+            .query(
                 include_str!("sql/stg_merge.sql"),
-                &[&batch_id, &self.source, &self.target],
+                &[&batch_id, &self.source],
             )
             .instrument(info_span!("merge", table = "stg.order_events"))
             .await
             .context("merging orders into stg.order_events")?;
+        let positions: Vec<(i32, i64)> =
+            new_versions.iter().map(|r| (r.get(0), r.get(1))).collect();
+        queue_messages(tx, &orders, &positions, batch_id, &self.target)
+            .instrument(info_span!("messages", orders = positions.len()))
+            .await?;
+        let rows = positions.len() as u64;
         if let Some(archiving) = archiving {
             archiving.await.context("the archive writer failed")??;
         }
@@ -224,6 +232,106 @@ impl Job for Stg {
     async fn after_commit(&mut self, run: &Run) -> Result<()> {
         publish_dictionaries(run, &self.target).await
     }
+}
+
+/// Queue for `topic` the STG message of each order version new to STG (read at `positions` of
+/// this batch): built here, from the parsed order and the names STG now holds of its user and
+/// restaurant (this batch's dictionaries included), in the order of order id, then position.
+async fn queue_messages(
+    tx: &Transaction<'_>,
+    orders: &[(&Polled, OrderMessage)],
+    positions: &[(i32, i64)],
+    batch_id: Uuid,
+    topic: &str,
+) -> Result<()> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let at: HashMap<(i32, i64), &OrderMessage> = orders
+        .iter()
+        .map(|(message, order)| ((message.partition, message.offset), order))
+        .collect();
+    let mut new: Vec<(i32, i64, &OrderMessage)> = positions
+        .iter()
+        .map(|&(partition, offset)| {
+            let order = at.get(&(partition, offset)).with_context(|| {
+                format!("STG merged a version at {partition}/{offset} the batch does not hold")
+            })?;
+            Ok((partition, offset, *order))
+        })
+        .collect::<Result<_>>()?;
+    new.sort_unstable_by_key(|&(partition, offset, order)| (order.object_id, partition, offset));
+    let names = read_names(tx, &new).await?;
+    let mut keys = StringBuilder::new();
+    let mut values = StringBuilder::new();
+    for &(partition, offset, order) in &new {
+        let (key, value) = enriched::order_message(order, partition, offset, &names);
+        keys.append_value(key);
+        values.append_value(value);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("key", Arc::new(keys.finish())),
+        ("value", Arc::new(values.finish())),
+    ];
+    pg::stage(tx, "stage_messages", &RecordBatch::try_from_iter(columns)?).await?;
+    // In the staged order (a temp table just filled, read by one sequential scan): the outbox is
+    // published by id.
+    tx.execute(
+        "INSERT INTO dwh.outbox (job, batch_id, topic, key, value) \
+         SELECT 'stg', $1, $2, key, value FROM stage_messages",
+        &[&batch_id, &topic],
+    )
+    .instrument(info_span!("queue"))
+    .await
+    .context("queueing the STG messages")?;
+    Ok(())
+}
+
+/// The names STG holds of the users and restaurants `new` orders name (newest versions).
+async fn read_names(tx: &Transaction<'_>, new: &[(i32, i64, &OrderMessage)]) -> Result<Names> {
+    let mut users: Vec<&str> = new.iter().map(|(_, _, o)| o.user_id.as_str()).collect();
+    let mut restaurants: Vec<&str> = new
+        .iter()
+        .map(|(_, _, o)| o.restaurant_id.as_str())
+        .collect();
+    for ids in [&mut users, &mut restaurants] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let mut names = Names::default();
+    for row in tx
+        .query(include_str!("sql/stg_users_named.sql"), &[&users])
+        .await
+        .context("reading the names of the batch's users")?
+    {
+        let user = UserNames {
+            name: row.get(1),
+            login: row.get(2),
+            update_ts: row.get(3),
+        };
+        names.users.insert(row.get(0), user);
+    }
+    for row in tx
+        .query(
+            include_str!("sql/stg_restaurants_named.sql"),
+            &[&restaurants],
+        )
+        .await
+        .context("reading the names and menus of the batch's restaurants")?
+    {
+        let id: String = row.get(0);
+        if let Some(dish) = row.get::<_, Option<&str>>(3) {
+            names.list_dish(&id, dish, row.get(4));
+        }
+        names
+            .restaurants
+            .entry(id)
+            .or_insert_with(|| RestaurantNames {
+                name: row.get(1),
+                update_ts: row.get(2),
+            });
+    }
+    Ok(names)
 }
 
 /// Claim the unpublished dictionary versions under a new batch of `run`'s partitions and queue

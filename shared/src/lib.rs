@@ -15,6 +15,7 @@ pub mod bucket;
 pub mod columns;
 pub mod config;
 pub mod dead_letters;
+pub mod enriched;
 pub mod error;
 pub mod faults;
 pub mod frames;

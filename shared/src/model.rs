@@ -140,8 +140,6 @@ struct Envelope<'a> {
 struct Payload {
     restaurant: Object<Ref>,
     user: Object<Ref>,
-    // Checked here, kept in the payload: DDS reads it as the order's date.
-    #[allow(dead_code)]
     #[serde(deserialize_with = "ts")]
     date: NaiveDateTime,
     #[serde(deserialize_with = "ts")]
@@ -198,6 +196,12 @@ pub struct OrderMessage {
     pub restaurant_id: String,
     /// The `payload` object exactly as it arrived (escaped or raw UTF-8 alike).
     pub payload: String,
+    /// The payload's `date`: when the order was placed.
+    pub order_dt: NaiveDateTime,
+    pub final_status: String,
+    pub cost: i64,
+    pub payment: i64,
+    pub items: Vec<OrderItem>,
 }
 
 impl OrderMessage {
@@ -220,17 +224,39 @@ impl OrderMessage {
         if id < 1 {
             return Err(format!("object_id {id} is not a positive order id"));
         }
-        let Object(payload): Object<Payload> = serde_json::from_str(envelope.payload.get())
+        OrderMessage::with_payload(
+            id,
+            envelope.object_type,
+            envelope.sent_dttm,
+            envelope.payload.get(),
+        )
+    }
+
+    /// The order a payload makes with its envelope's fields: for a message just read, and for
+    /// one STG stored (its payload as `jsonb` printed it).
+    pub fn with_payload(
+        object_id: i64,
+        object_type: String,
+        sent_dttm: NaiveDateTime,
+        payload: &str,
+    ) -> Result<Self, String> {
+        let id = object_id;
+        let Object(parsed): Object<Payload> = serde_json::from_str(payload)
             .map_err(|e| format!("order {id} has a bad payload: {e}"))?;
-        payload.check().map_err(|e| format!("order {id} has {e}"))?;
+        parsed.check().map_err(|e| format!("order {id} has {e}"))?;
         Ok(OrderMessage {
-            object_id: id,
-            object_type: envelope.object_type,
-            sent_dttm: envelope.sent_dttm,
-            update_ts: payload.update_ts,
-            user_id: payload.user.0.id,
-            restaurant_id: payload.restaurant.0.id,
-            payload: envelope.payload.get().to_string(),
+            object_id,
+            object_type,
+            sent_dttm,
+            update_ts: parsed.update_ts,
+            user_id: parsed.user.0.id,
+            restaurant_id: parsed.restaurant.0.id,
+            payload: payload.to_owned(),
+            order_dt: parsed.date,
+            final_status: parsed.final_status,
+            cost: parsed.cost,
+            payment: parsed.payment,
+            items: parsed.order_items.into_iter().map(|Object(i)| i).collect(),
         })
     }
 }
