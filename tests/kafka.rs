@@ -7,8 +7,8 @@
 //!   log; the run stops with one line, `dwh status` says so, `dwh offsets --reset` resumes;
 //! - retention that deleted messages before they were loaded: recorded in `dwh.offset_gaps` and
 //!   shown by `dwh status`;
-//! - a topic's message size limit: a message the broker refuses is named with the fix, and waits
-//!   in the outbox until the limit is raised — nothing lost;
+//! - a topic's message size limit: a message the broker refuses is named with the fix, and its
+//!   batch stays unpublished until the limit is raised — nothing lost;
 //! - the group offsets dwh commits for monitoring, as Kafka's own `kafka-consumer-groups` shows.
 
 mod harness;
@@ -278,7 +278,7 @@ async fn messages_retention_deleted_before_they_were_loaded_are_recorded_and_sho
 }
 
 #[tokio::test]
-async fn a_message_over_the_topics_size_limit_is_named_and_waits_in_the_outbox() {
+async fn a_message_over_the_topics_size_limit_is_named_and_its_batch_waits() {
     let env = Env::new().await;
     // The STG topic as an administrator may have made it: Kafka's default limit (1 MiB + 12).
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
@@ -320,7 +320,8 @@ async fn a_message_over_the_topics_size_limit_is_named_and_waits_in_the_outbox()
     ] {
         assert!(line.contains(&needle), "{needle:?} in {line}");
     }
-    // The batch is committed; what was not acknowledged waits in the outbox.
+    // The batch is committed and stays unpublished: its rebuild row waits in the outbox, and the
+    // refused order's version in STG, to be sent again.
     let pg = env.pg().await;
     assert_eq!(
         count(&pg, "SELECT count(*) FROM stg.order_events").await,
@@ -328,13 +329,18 @@ async fn a_message_over_the_topics_size_limit_is_named_and_waits_in_the_outbox()
     );
     let waiting: i64 = pg
         .query_one(
-            "SELECT count(*) FROM dwh.outbox WHERE key = $1",
-            &[&big_id.to_string()],
+            "SELECT count(*) FROM dwh.batches b JOIN stg.order_events e USING (batch_id) \
+             WHERE b.job = 'stg' AND b.published_at IS NULL AND e.object_id = $1 \
+               AND EXISTS (SELECT FROM dwh.outbox o WHERE o.batch_id = b.batch_id AND o.rebuild)",
+            &[big_id],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(waiting, 1, "the refused message is kept");
+    assert_eq!(
+        waiting, 1,
+        "the refused message's batch is kept unpublished"
+    );
     // The same run again refuses it again, and still loses nothing.
     let again = one_line_failure(&env.dwh(&["stg"]));
     assert!(again.contains(&format!("keyed {big_id}")), "{again}");

@@ -182,6 +182,16 @@ async fn a_crash_after_commit_is_published_by_the_next_run() {
         0,
         "nothing published before the crash"
     );
+    // The batch's messages were built in memory: the outbox holds its one rebuild row, not them.
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM dwh.outbox WHERE rebuild AND job = 'stg'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&pg, "SELECT count(*) FROM dwh.outbox").await, 1);
 
     let line = env.dwh_ok(&["stg"]);
     assert!(

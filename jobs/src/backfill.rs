@@ -82,6 +82,8 @@ pub async fn run(args: &Args) -> Result<String> {
         target: args.stg.name.clone(),
         archive: None,
     };
+    // A batch an earlier run sent from memory and did not get acknowledged goes out first.
+    summary.published += run.republish(&mut job).await?;
     let progress = Progress::new("archive files", entries.len() as u64);
     let (mut batches, mut snapshots) = (0usize, 0usize);
     for entry in &entries {

@@ -103,7 +103,11 @@ impl Job for Dds {
             .await
             .context("queueing affected users")?;
         }
-        Ok(Loaded { rows, dead })
+        Ok(Loaded {
+            rows,
+            dead,
+            outgoing: None,
+        })
     }
 
     /// Queue, for CDM, the users of the dishes whose name or category a committed batch changed.

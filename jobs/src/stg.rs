@@ -2,7 +2,8 @@
 //!
 //! Read top to bottom as the data flows: drain → parse (junk to dead letters) → read dictionaries
 //! → stage as Arrow and `COPY` → one set-based merge → the new versions' messages, enriched in
-//! memory with the names STG holds, into the outbox → record offsets → commit → publish. `dwh snapshot` loads every dictionary the same way.
+//! memory with the names STG holds (the outbox gets one rebuild row, not the messages) → record
+//! offsets → commit → send the messages → publish. `dwh snapshot` loads every dictionary the same way.
 //! With `--archive`, each batch (and each snapshot) is also written as Parquet before the commit;
 //! `dwh backfill` runs this same load over archived batches, reading their dictionaries from the
 //! archive instead of Redis.
@@ -10,14 +11,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use arrow::array::{
     ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use chrono::NaiveDateTime;
 use dwh_shared::archive::{Archive, ArchiveArgs, Document};
-use dwh_shared::batch::{self, Job, Loaded, Run, Summary};
+use dwh_shared::batch::{self, Job, Loaded, Outgoing, Run, Summary};
 use dwh_shared::config::{Bounds, Kafka, OrdersTopic, Postgres, Redis, Share, StgTopic};
 use dwh_shared::enriched::{self, Names, RestaurantNames, UserNames};
 use dwh_shared::kafka::{Drained, Polled};
@@ -25,7 +26,7 @@ use dwh_shared::metrics::Push;
 use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
 use dwh_shared::retry::{self, NotReady, Service};
 use dwh_shared::{pg, redis, vault};
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, GenericClient, Transaction};
 use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
 
@@ -215,14 +216,50 @@ impl Job for Stg {
             .context("merging orders into stg.order_events")?;
         let positions: Vec<(i32, i64)> =
             new_versions.iter().map(|r| (r.get(0), r.get(1))).collect();
-        queue_messages(tx, &orders, &positions, batch_id, &self.target)
-            .instrument(info_span!("messages", orders = positions.len()))
-            .await?;
         let rows = positions.len() as u64;
+        let mut outgoing = None;
+        if !positions.is_empty() {
+            let records = new_messages(tx, &orders, &positions)
+                .instrument(info_span!("messages", orders = positions.len()))
+                .await?;
+            batch::queue_rebuild(tx, Self::NAME, batch_id, &self.target).await?;
+            outgoing = Some(Outgoing {
+                topic: self.target.clone(),
+                records,
+            });
+        }
         if let Some(archiving) = archiving {
             archiving.await.context("the archive writer failed")??;
         }
-        Ok(Loaded { rows, dead })
+        Ok(Loaded {
+            rows,
+            dead,
+            outgoing,
+        })
+    }
+
+    /// The messages of the order versions the batch stored, as its load built them (with the
+    /// names STG holds now). Crash recovery only: `stg.order_events` is read by its batch id
+    /// without an index.
+    async fn rebuild(&mut self, client: &Client, batch_id: Uuid) -> Result<Option<Outgoing>> {
+        let rows = client
+            .query(include_str!("sql/stg_batch_versions.sql"), &[&batch_id])
+            .await
+            .context("reading the batch's order versions")?;
+        let orders = rows
+            .iter()
+            .map(|row| {
+                let order =
+                    OrderMessage::with_payload(row.get(2), row.get(3), row.get(4), row.get(5))
+                        .map_err(|reason| anyhow!("a stored order version: {reason}"))?;
+                Ok((row.get(0), row.get(1), order))
+            })
+            .collect::<Result<Vec<(i32, i64, OrderMessage)>>>()?;
+        let new = orders.iter().map(|(p, o, order)| (*p, *o, order)).collect();
+        Ok(Some(Outgoing {
+            topic: self.target.clone(),
+            records: messages(client, new).await?,
+        }))
     }
 
     /// Publish the dictionary versions STG holds but has not published (loaded by this batch, by
@@ -234,24 +271,18 @@ impl Job for Stg {
     }
 }
 
-/// Queue for `topic` the STG message of each order version new to STG (read at `positions` of
-/// this batch): built here, from the parsed order and the names STG now holds of its user and
-/// restaurant (this batch's dictionaries included), in the order of order id, then position.
-async fn queue_messages(
+/// The STG topic's message of each order version new to STG (read at `positions` of this batch),
+/// built from the parsed order and the names STG now holds (this batch's dictionaries included).
+async fn new_messages(
     tx: &Transaction<'_>,
     orders: &[(&Polled, OrderMessage)],
     positions: &[(i32, i64)],
-    batch_id: Uuid,
-    topic: &str,
-) -> Result<()> {
-    if positions.is_empty() {
-        return Ok(());
-    }
+) -> Result<Vec<(String, String)>> {
     let at: HashMap<(i32, i64), &OrderMessage> = orders
         .iter()
         .map(|(message, order)| ((message.partition, message.offset), order))
         .collect();
-    let mut new: Vec<(i32, i64, &OrderMessage)> = positions
+    let new = positions
         .iter()
         .map(|&(partition, offset)| {
             let order = at.get(&(partition, offset)).with_context(|| {
@@ -260,35 +291,28 @@ async fn queue_messages(
             Ok((partition, offset, *order))
         })
         .collect::<Result<_>>()?;
+    messages(tx, new).await
+}
+
+/// The messages of `new` order versions (partition, offset, order), in the order of order id,
+/// then position, enriched with the names STG holds now.
+async fn messages<C: GenericClient>(
+    client: &C,
+    mut new: Vec<(i32, i64, &OrderMessage)>,
+) -> Result<Vec<(String, String)>> {
     new.sort_unstable_by_key(|&(partition, offset, order)| (order.object_id, partition, offset));
-    let names = read_names(tx, &new).await?;
-    let mut keys = StringBuilder::new();
-    let mut values = StringBuilder::new();
-    for &(partition, offset, order) in &new {
-        let (key, value) = enriched::order_message(order, partition, offset, &names);
-        keys.append_value(key);
-        values.append_value(value);
-    }
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        ("key", Arc::new(keys.finish())),
-        ("value", Arc::new(values.finish())),
-    ];
-    pg::stage(tx, "stage_messages", &RecordBatch::try_from_iter(columns)?).await?;
-    // In the staged order (a temp table just filled, read by one sequential scan): the outbox is
-    // published by id.
-    tx.execute(
-        "INSERT INTO dwh.outbox (job, batch_id, topic, key, value) \
-         SELECT 'stg', $1, $2, key, value FROM stage_messages",
-        &[&batch_id, &topic],
-    )
-    .instrument(info_span!("queue"))
-    .await
-    .context("queueing the STG messages")?;
-    Ok(())
+    let names = read_names(client, &new).await?;
+    Ok(new
+        .into_iter()
+        .map(|(partition, offset, order)| enriched::order_message(order, partition, offset, &names))
+        .collect())
 }
 
 /// The names STG holds of the users and restaurants `new` orders name (newest versions).
-async fn read_names(tx: &Transaction<'_>, new: &[(i32, i64, &OrderMessage)]) -> Result<Names> {
+async fn read_names<C: GenericClient>(
+    client: &C,
+    new: &[(i32, i64, &OrderMessage)],
+) -> Result<Names> {
     let mut users: Vec<&str> = new.iter().map(|(_, _, o)| o.user_id.as_str()).collect();
     let mut restaurants: Vec<&str> = new
         .iter()
@@ -299,7 +323,7 @@ async fn read_names(tx: &Transaction<'_>, new: &[(i32, i64, &OrderMessage)]) -> 
         ids.dedup();
     }
     let mut names = Names::default();
-    for row in tx
+    for row in client
         .query(include_str!("sql/stg_users_named.sql"), &[&users])
         .await
         .context("reading the names of the batch's users")?
@@ -311,7 +335,7 @@ async fn read_names(tx: &Transaction<'_>, new: &[(i32, i64, &OrderMessage)]) -> 
         };
         names.users.insert(row.get(0), user);
     }
-    for row in tx
+    for row in client
         .query(
             include_str!("sql/stg_restaurants_named.sql"),
             &[&restaurants],

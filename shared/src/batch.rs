@@ -6,6 +6,12 @@
 //! outbox) → commit → publish the outbox. A crash anywhere leaves either nothing (before commit)
 //! or a committed batch whose outbox the next run publishes. Downstream jobs are idempotent, so a
 //! message published twice after a crash mid-publish changes nothing.
+//!
+//! A job whose messages follow from what its batch stored (STG's enriched orders) need not write
+//! them twice: its batch queues one rebuild row in the outbox instead ([`Loaded::outgoing`]), the
+//! run sends the messages from memory after the commit and then deletes the row. A run that died
+//! before the broker acknowledged them left the row, and with it the batch unpublished: the next
+//! run has the job rebuild the messages ([`Job::rebuild`]) and sends them first.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -87,6 +93,16 @@ pub struct Loaded {
     pub rows: u64,
     /// Messages that could not be used.
     pub dead: Vec<DeadLetter>,
+    /// Messages for downstream sent from memory after the commit (the batch queued a rebuild
+    /// row for them, see [`queue_rebuild`]), besides any the batch wrote to the outbox.
+    pub outgoing: Option<Outgoing>,
+}
+
+/// Messages for one topic, each a key and a value, in the order they are sent.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    pub topic: String,
+    pub records: Vec<(String, String)>,
 }
 
 /// A consuming job: the one step that differs between `stg`, `dds` and `cdm`.
@@ -112,6 +128,36 @@ pub trait Job {
         let _ = run;
         async { Ok(()) }
     }
+
+    /// The [`Loaded::outgoing`] messages of a committed batch whose run died before the broker
+    /// acknowledged them, rebuilt from what the batch stored; `None` for a job that writes its
+    /// messages to the outbox (it never queues a rebuild row).
+    fn rebuild(
+        &mut self,
+        client: &Client,
+        batch_id: Uuid,
+    ) -> impl Future<Output = anyhow::Result<Option<Outgoing>>> {
+        let _ = (client, batch_id);
+        async { Ok(None) }
+    }
+}
+
+/// Queue in `tx` the rebuild row of a batch whose messages are sent from memory after its commit
+/// ([`Loaded::outgoing`]): until they are acknowledged, the batch stays unpublished.
+pub async fn queue_rebuild(
+    tx: &Transaction<'_>,
+    job: &str,
+    batch_id: Uuid,
+    topic: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO dwh.outbox (job, batch_id, topic, key, value, rebuild) \
+         VALUES ($1, $2, $3, '', '', true)",
+        &[&job, &batch_id, &topic],
+    )
+    .await
+    .context("queueing the batch's rebuild row")?;
+    Ok(())
 }
 
 /// One run of a consuming job, start to end: lock → republish → drain `topic` → load → dead
@@ -129,13 +175,13 @@ pub async fn run<J: Job>(
     };
     // What an earlier run committed but did not finish: its step after the commit first (it may
     // look at the batch's outbox, e.g. DDS skips the users the batch queued already), then its
-    // outbox.
+    // messages.
     job.after_commit(&run)
         .await
         .context("finishing the last batch")?;
     let mut summary = Summary {
         published: run
-            .publish_outbox()
+            .republish(job)
             .await
             .context("republishing the last batch")?,
         ..Summary::default()
@@ -197,10 +243,16 @@ pub async fn load_batch<J: Job>(
         fault_point(J::NAME, "after-commit");
         job.after_commit(run).await?;
 
-        summary.published += run
-            .publish_outbox()
-            .instrument(tracing::info_span!("publish"))
-            .await?;
+        summary.published += async {
+            let mut sent = 0;
+            if let Some(outgoing) = &loaded.outgoing {
+                sent += run.send(outgoing).await?;
+                run.rebuilt(batch_id).await?;
+            }
+            Ok::<_, crate::Error>(sent + run.publish_outbox().await?)
+        }
+        .instrument(tracing::info_span!("publish"))
+        .await?;
         fault_point(J::NAME, "after-publish");
         drained.commit_group_offsets();
         Ok::<_, crate::Error>(())
@@ -327,6 +379,76 @@ impl Run {
             timeout: Duration::from_secs(bounds.fetch_timeout_secs),
         };
         kafka::drain(&self.kafka, self.job, &self.topic, plan).await
+    }
+
+    /// What earlier runs of `job` left unpublished in this run's partitions, oldest first: the
+    /// messages of each batch with a rebuild row, rebuilt by the job and sent, then the outbox
+    /// ([`Run::publish_outbox`]). Returns the messages sent.
+    pub async fn republish<J: Job>(&self, job: &mut J) -> Result<u64> {
+        let keys: Vec<String> = self.partitions.iter().map(i32::to_string).collect();
+        let waiting = self
+            .client
+            .query(
+                include_str!("sql/rebuilds_waiting.sql"),
+                &[&self.job, &keys],
+            )
+            .await
+            .context("looking for batches to rebuild")?;
+        let mut sent = 0;
+        for row in waiting {
+            let batch_id: Uuid = row.get(0);
+            let Some(outgoing) = job
+                .rebuild(&self.client, batch_id)
+                .instrument(tracing::info_span!("rebuild", %batch_id))
+                .await
+                .with_context(|| format!("rebuilding the messages of batch {batch_id}"))?
+            else {
+                crate::error::bail!(
+                    "batch {batch_id} of {} waits for its messages to be rebuilt, which this \
+                     job cannot do",
+                    self.job
+                );
+            };
+            sent += self.send(&outgoing).await?;
+            self.rebuilt(batch_id).await?;
+        }
+        Ok(sent + self.publish_outbox().await?)
+    }
+
+    /// Send `outgoing` a chunk at a time, pipelined (the next chunk goes to the producer while the
+    /// broker acknowledges the one before); returns once every message was acknowledged.
+    async fn send(&self, outgoing: &Outgoing) -> Result<u64> {
+        let mut in_flight: Option<kafka::Sending> = None;
+        for chunk in outgoing.records.chunks(PUBLISH_CHUNK as usize) {
+            let sending = kafka::send(&self.producer, &outgoing.topic, chunk)?;
+            if let Some(acks) = in_flight.replace(sending) {
+                self.acknowledged(acks).await?;
+            }
+        }
+        if let Some(acks) = in_flight {
+            self.acknowledged(acks).await?;
+        }
+        Ok(outgoing.records.len() as u64)
+    }
+
+    async fn acknowledged(&self, acks: kafka::Sending) -> Result<()> {
+        acks.acknowledged()
+            .instrument(tracing::info_span!("produce"))
+            .await?;
+        fault_point(self.job, "mid-publish");
+        Ok(())
+    }
+
+    /// The messages of `batch_id` were acknowledged: delete its rebuild row.
+    async fn rebuilt(&self, batch_id: Uuid) -> Result<()> {
+        self.client
+            .execute(
+                "DELETE FROM dwh.outbox WHERE batch_id = $1 AND rebuild",
+                &[&batch_id],
+            )
+            .await
+            .context("deleting the rebuild row")?;
+        Ok(())
     }
 
     /// Publish the outbox of this job's batches from this run's partitions, oldest first,

@@ -128,6 +128,7 @@ impl Job for Cdm {
         Ok(Loaded {
             rows: done.rows,
             dead,
+            outgoing: None,
         })
     }
 }

@@ -50,7 +50,8 @@ pub struct Sending {
 }
 
 /// The broker (or the producer) refused a message as larger than the topic takes. Not retried:
-/// the same message would be refused again. It stays in the outbox, so nothing is lost.
+/// the same message would be refused again. Its batch stays unpublished (its outbox rows, or its
+/// rebuild row, are kept), so nothing is lost: the next run sends it again.
 #[derive(Debug)]
 pub struct TooLarge {
     pub topic: String,
@@ -65,7 +66,7 @@ impl fmt::Display for TooLarge {
         write!(
             f,
             "the message keyed {key} ({bytes} bytes) is larger than topic {topic} takes \
-             (its max.message.bytes); it stays in the outbox, nothing is lost. Raise the \
+             (its max.message.bytes); its batch stays unpublished, nothing is lost. Raise the \
              topic's limit, e.g. `kafka-configs.sh --bootstrap-server … --alter --entity-type \
              topics --entity-name {topic} --add-config max.message.bytes={needed}`, and run \
              again",
