@@ -9,13 +9,14 @@
 //! archive instead of Redis.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use arrow::array::{
-    ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    FixedSizeBinaryArray, FixedSizeBinaryBuilder, Int32Array, Int32Builder, Int64Array,
+    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
+use arrow::datatypes::{DataType, TimeUnit};
 use chrono::NaiveDateTime;
 use dwh_shared::archive::{Archive, ArchiveArgs, Document};
 use dwh_shared::batch::{self, Job, Loaded, Outgoing, Run, Summary};
@@ -25,7 +26,7 @@ use dwh_shared::kafka::{Drained, Polled};
 use dwh_shared::metrics::Push;
 use dwh_shared::model::{DictKind, DictVersion, OrderMessage};
 use dwh_shared::retry::{self, NotReady, Service};
-use dwh_shared::{pg, redis, vault};
+use dwh_shared::{columns, pg, redis, vault};
 use tokio_postgres::{Client, GenericClient, Transaction};
 use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
@@ -391,35 +392,46 @@ fn micros(ts: NaiveDateTime) -> i64 {
     ts.and_utc().timestamp_micros()
 }
 
+columns! {
+    /// The orders of a batch as they are copied into `stage_orders` (and by `dwh copy-baseline`).
+    struct OrderColumns {
+        partition: Int32Builder, Int32Array = DataType::Int32, false;
+        kafka_offset: Int64Builder, Int64Array = DataType::Int64, false;
+        object_id: Int64Builder, Int64Array = DataType::Int64, false;
+        object_type: StringBuilder, StringArray = DataType::Utf8, false;
+        sent_dttm: TimestampMicrosecondBuilder, TimestampMicrosecondArray =
+            DataType::Timestamp(TimeUnit::Microsecond, None), false;
+        update_ts: TimestampMicrosecondBuilder, TimestampMicrosecondArray =
+            DataType::Timestamp(TimeUnit::Microsecond, None), false;
+        payload: StringBuilder, StringArray = DataType::Utf8, false;
+    }
+}
+
+columns! {
+    /// Dictionary versions as they are copied into `stage_users` / `stage_restaurants`.
+    struct DictionaryColumns {
+        id: StringBuilder, StringArray = DataType::Utf8, false;
+        /// The version's uuid (16 bytes).
+        version: FixedSizeBinaryBuilder, FixedSizeBinaryArray = DataType::FixedSizeBinary(16), false;
+        update_ts: TimestampMicrosecondBuilder, TimestampMicrosecondArray =
+            DataType::Timestamp(TimeUnit::Microsecond, None), true;
+        doc: StringBuilder, StringArray = DataType::Utf8, false;
+    }
+}
+
 /// The orders of a batch as the Arrow batch that is copied into `stage_orders`.
 pub(crate) fn orders_batch(orders: &[(&Polled, OrderMessage)]) -> Result<RecordBatch> {
-    let n = orders.len();
-    let mut partition = Int32Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    let mut object_id = Int64Builder::with_capacity(n);
-    let mut object_type = StringBuilder::new();
-    let mut sent_dttm = TimestampMicrosecondBuilder::with_capacity(n);
-    let mut update_ts = TimestampMicrosecondBuilder::with_capacity(n);
-    let mut payload = StringBuilder::new();
+    let mut columns = OrderColumns::with_capacity(orders.len());
     for (message, order) in orders {
-        partition.append_value(message.partition);
-        offset.append_value(message.offset);
-        object_id.append_value(order.object_id);
-        object_type.append_value(&order.object_type);
-        sent_dttm.append_value(micros(order.sent_dttm));
-        update_ts.append_value(micros(order.update_ts));
-        payload.append_value(&order.payload);
+        columns.partition.append_value(message.partition);
+        columns.kafka_offset.append_value(message.offset);
+        columns.object_id.append_value(order.object_id);
+        columns.object_type.append_value(&order.object_type);
+        columns.sent_dttm.append_value(micros(order.sent_dttm));
+        columns.update_ts.append_value(micros(order.update_ts));
+        columns.payload.append_value(&order.payload);
     }
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        ("partition", Arc::new(partition.finish())),
-        ("kafka_offset", Arc::new(offset.finish())),
-        ("object_id", Arc::new(object_id.finish())),
-        ("object_type", Arc::new(object_type.finish())),
-        ("sent_dttm", Arc::new(sent_dttm.finish())),
-        ("update_ts", Arc::new(update_ts.finish())),
-        ("payload", Arc::new(payload.finish())),
-    ];
-    Ok(RecordBatch::try_from_iter(columns)?)
+    Ok(columns.finish()?)
 }
 
 /// Keep each distinct dictionary version once in `stg.users` / `stg.restaurants`.
@@ -450,23 +462,14 @@ pub async fn load_dictionaries(
 }
 
 fn dictionary_batch(versions: &[&DictVersion]) -> Result<RecordBatch> {
-    let mut id = StringBuilder::new();
-    let mut version = FixedSizeBinaryBuilder::new(16);
-    let mut update_ts = TimestampMicrosecondBuilder::new();
-    let mut doc = StringBuilder::new();
+    let mut columns = DictionaryColumns::with_capacity(versions.len());
     for v in versions {
-        id.append_value(&v.id);
-        version.append_value(v.version.as_bytes())?;
-        update_ts.append_option(v.update_ts.map(micros));
-        doc.append_value(&v.doc);
+        columns.id.append_value(&v.id);
+        columns.version.append_value(v.version.as_bytes())?;
+        columns.update_ts.append_option(v.update_ts.map(micros));
+        columns.doc.append_value(&v.doc);
     }
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        ("id", Arc::new(id.finish())),
-        ("version", Arc::new(version.finish())),
-        ("update_ts", Arc::new(update_ts.finish())),
-        ("doc", Arc::new(doc.finish())),
-    ];
-    Ok(RecordBatch::try_from_iter(columns)?)
+    Ok(columns.finish()?)
 }
 
 /// `dwh snapshot`: every key of Redis, read in chunks, each new version kept once.
@@ -507,4 +510,48 @@ pub async fn snapshot(args: &SnapshotArgs) -> Result<Summary> {
         seconds: started.elapsed().as_secs_f64(),
         ..Summary::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_staged_batches_have_the_declared_columns() {
+        let payload = r#"{"restaurant": {"id": "r1"}, "user": {"id": "u1"},
+            "date": "2024-01-02 03:04:05", "update_ts": "2024-01-02 03:05:00",
+            "final_status": "CLOSED", "cost": 200, "payment": 200,
+            "order_items": [{"id": "d1", "name": "Pizza", "price": 200, "quantity": 1}]}"#;
+        let order =
+            OrderMessage::with_payload(7, "order".into(), NaiveDateTime::default(), payload)
+                .unwrap();
+        let polled = Polled {
+            partition: 2,
+            offset: 40,
+            timestamp_ms: None,
+            key: None,
+            payload: Vec::new(),
+        };
+        let batch = orders_batch(&[(&polled, order)]).unwrap();
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "partition",
+                "kafka_offset",
+                "object_id",
+                "object_type",
+                "sent_dttm",
+                "update_ts",
+                "payload"
+            ]
+        );
+        assert_eq!(batch.num_rows(), 1);
+
+        let version = DictVersion::parse("u1", br#"{"_id": "u1", "name": "Ann", "login": "ann"}"#).unwrap();
+        let batch = dictionary_batch(&[&version]).unwrap();
+        assert_eq!(batch.schema(), DictionaryColumns::schema());
+        assert_eq!(batch.column_by_name("update_ts").unwrap().null_count(), 1);
+    }
 }
