@@ -549,7 +549,8 @@ mod tests {
         );
         assert_eq!(batch.num_rows(), 1);
 
-        let version = DictVersion::parse("u1", br#"{"_id": "u1", "name": "Ann", "login": "ann"}"#).unwrap();
+        let version =
+            DictVersion::parse("u1", br#"{"_id": "u1", "name": "Ann", "login": "ann"}"#).unwrap();
         let batch = dictionary_batch(&[&version]).unwrap();
         assert_eq!(batch.schema(), DictionaryColumns::schema());
         assert_eq!(batch.column_by_name("update_ts").unwrap().null_count(), 1);
