@@ -677,14 +677,8 @@ pub fn stage_batch<T>(stage: &Stage<T>, records: &[T]) -> Result<RecordBatch> {
 
 // ----- the merges ---------------------------------------------------------------------------
 
-/// `INSERT … SELECT … ON CONFLICT ON CONSTRAINT <table>_pkey DO NOTHING` of a hub's new keys from a
-/// stage. `$1` load_src, `$2` batch id.
-///
-/// The conflict is on the primary key (the hash key; with the partition key too in a
-/// hash-partitioned vault, `sql/scale/`): the hash key is a function of the business key, so the
-/// business key's unique index can never be the one violated, and naming the arbiter spares
-/// PostgreSQL a probe of that index per row before the insert (a quarter of a link's insert,
-/// measured).
+/// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a hub's new keys from a stage. `$1` load_src,
+/// `$2` batch id.
 pub fn hub_merge(hub: &Hub, stage: &str) -> String {
     let columns = [&[hub.key, hub.business_key][..], hub.extras]
         .concat()
@@ -694,15 +688,14 @@ pub fn hub_merge(hub: &Hub, stage: &str) -> String {
         "INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
          SELECT DISTINCT ON ({key}) {columns}, now(), $1, $2 FROM {stage}
          WHERE {key} IS NOT NULL ORDER BY {order}
-         ON CONFLICT ON CONSTRAINT {table}_pkey DO NOTHING",
+         ON CONFLICT DO NOTHING",
         table = hub.table,
         key = hub.key,
     )
 }
 
-/// `INSERT … SELECT … ON CONFLICT ON CONSTRAINT <table>_pkey DO NOTHING` of a link's new pairs
-/// from a stage. `$1` load_src, `$2` batch id. The hash key is a function of the hub keys: as for
-/// hubs, the pair's unique index is never the one violated and is not probed first.
+/// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a link's new pairs from a stage. `$1` load_src,
+/// `$2` batch id.
 pub fn link_merge(link: &Link, stage: &str) -> String {
     let hub_keys: Vec<&str> = link.hubs.iter().map(|h| h.key).collect();
     let columns = [&[link.key][..], &hub_keys].concat().join(", ");
@@ -710,7 +703,7 @@ pub fn link_merge(link: &Link, stage: &str) -> String {
         "INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
          SELECT DISTINCT ON ({key}) {columns}, now(), $1, $2 FROM {stage}
          WHERE {key} IS NOT NULL ORDER BY {key}
-         ON CONFLICT ON CONSTRAINT {table}_pkey DO NOTHING",
+         ON CONFLICT DO NOTHING",
         table = link.table,
         key = link.key,
     )
