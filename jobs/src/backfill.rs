@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use dwh_shared::archive::{self, Archive, Kind};
-use dwh_shared::batch::{self, Hold, Job, Run};
+use dwh_shared::batch::{self, Hold, Job, Run, Summary};
 use dwh_shared::config::{Kafka, OrdersTopic, Postgres, Share, StgTopic, Worker};
 use dwh_shared::kafka::Drained;
 use dwh_shared::progress::Progress;
@@ -71,8 +71,8 @@ pub async fn run(args: &Args) -> Result<String> {
         ..args.share.clone()
     };
     let topic = &args.orders.name;
-    let Some((mut run, mut summary)) =
-        Run::resume(Stg::NAME, &args.pg, &args.kafka, &share, topic, Hold::All).await?
+    let Some(mut run) =
+        Run::begin(Stg::NAME, &args.pg, &args.kafka, &share, topic, Hold::All).await?
     else {
         return Ok("backfill: another stg run holds the lock; nothing done".into());
     };
@@ -82,8 +82,12 @@ pub async fn run(args: &Args) -> Result<String> {
         target: args.stg.name.clone(),
         archive: None,
     };
-    // A batch an earlier run sent from memory and did not get acknowledged goes out first.
-    summary.published += run.republish(&mut job).await?;
+    // What earlier stg runs committed and did not publish goes out first: the messages the job
+    // rebuilds, then the outbox.
+    let mut summary = Summary {
+        published: run.republish(&mut job).await?,
+        ..Summary::default()
+    };
     let progress = Progress::new("archive files", entries.len() as u64);
     let (mut batches, mut snapshots) = (0usize, 0usize);
     for entry in &entries {

@@ -301,8 +301,10 @@ impl Run {
         }))
     }
 
-    /// [`Run::begin`], then publish what an earlier run committed but did not publish: the
-    /// start of every run that loads batches. The summary counts what was republished.
+    /// [`Run::begin`], then publish what an earlier run committed but did not publish, for a job
+    /// whose messages all wait in the outbox (CDM's recomputes and rule changes); a job that sends
+    /// some from memory starts with [`Run::republish`] instead. The summary counts what was
+    /// republished.
     pub async fn resume(
         job: &'static str,
         pg: &Postgres,
