@@ -46,8 +46,10 @@ measure_cleanup() {
                 --bootstrap-server "${DWH_KAFKA_BROKERS:-127.0.0.1:9092}" --delete --if-exists \
                 --topic "$topic" >/dev/null 2>&1 || true
         done
+        rm -rf "$work"
+    else
+        echo "kept: databases ${dbs[*]}, topics ${topics[*]}, logs in $work" >&2
     fi
-    rm -rf "$work"
 }
 
 # use_topics NAME: the pipeline's three topics and the tags topic named after NAME (deleted on
