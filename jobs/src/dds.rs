@@ -143,25 +143,12 @@ impl Dds {
         let batch = vault::stage_batch(stage, records)?;
         pg::stage(tx, stage.table, &batch).await?;
         batch::fault_point(Self::NAME, "after-copy");
-        let params: [&(dyn ToSql + Sync); 2] = [&self.source, &batch_id];
-        let batch_param: [&(dyn ToSql + Sync); 1] = [&batch_id];
+        let merges = (stage.hubs.iter())
+            .map(|h| (h.table, vault::hub_merge(h, stage.table)))
+            .chain((stage.links.iter()).map(|l| (l.table, vault::link_merge(l, stage.table))));
         let mut rows = 0;
-        let merges = (stage
-            .hubs
-            .iter()
-            .map(|h| (h.table, vault::hub_merge(h, stage.table))))
-        .chain(
-            stage
-                .links
-                .iter()
-                .map(|l| (l.table, vault::link_merge(l, stage.table))),
-        );
-        for (table, sql) in merges {
-            rows += tx
-                .execute(&sql, &params)
-                .instrument(tracing::info_span!("merge", table))
-                .await
-                .with_context(|| format!("merging dds.{table}"))?;
+        for (table, statements) in merges {
+            rows += self.execute(tx, table, statements, batch_id).await?;
         }
         if let Some(feed) = &stage.log {
             if stage.shared_parents {
@@ -170,26 +157,40 @@ impl Dds {
                     .await
                     .context("locking the dishes of the menus")?;
             }
-            let [create, merge] = vault::log_merge(feed, stage.table);
-            tx.batch_execute(&create).await?;
-            rows += tx
-                .execute(&merge, &params)
-                .instrument(tracing::info_span!("merge", table = feed.log.table))
-                .await
-                .with_context(|| format!("merging dds.{}", feed.log.table))?;
+            let statements = vault::log_merge(feed, stage.table);
+            rows += self
+                .execute(tx, feed.log.table, statements, batch_id)
+                .await?;
         }
         for sat in stage.satellites {
-            for statement in vault::satellite_merge(sat, stage) {
-                let done = match &statement {
-                    vault::Statement::Plain(sql) => tx.execute(sql, &[]),
-                    vault::Statement::Loading(sql) => tx.execute(sql, &params),
-                    vault::Statement::Batch(sql) => tx.execute(sql, &batch_param),
-                };
-                rows += done
-                    .instrument(tracing::info_span!("merge", table = sat.table))
-                    .await
-                    .with_context(|| format!("merging dds.{}", sat.table))?;
-            }
+            let statements = vault::satellite_merge(sat, stage);
+            rows += self.execute(tx, sat.table, statements, batch_id).await?;
+        }
+        Ok(rows)
+    }
+
+    /// Run the statements of one table's merge, each with the parameters it takes. Returns the
+    /// rows they wrote.
+    async fn execute(
+        &self,
+        tx: &Transaction<'_>,
+        table: &str,
+        statements: Vec<vault::Statement>,
+        batch_id: Uuid,
+    ) -> Result<u64> {
+        let params: [&(dyn ToSql + Sync); 2] = [&self.source, &batch_id];
+        let batch_param: [&(dyn ToSql + Sync); 1] = [&batch_id];
+        let mut rows = 0;
+        for statement in statements {
+            let done = match &statement {
+                vault::Statement::Plain(sql) => tx.execute(sql, &[]),
+                vault::Statement::Loading(sql) => tx.execute(sql, &params),
+                vault::Statement::Batch(sql) => tx.execute(sql, &batch_param),
+            };
+            rows += done
+                .instrument(tracing::info_span!("merge", table))
+                .await
+                .with_context(|| format!("merging dds.{table}"))?;
         }
         Ok(rows)
     }

@@ -677,36 +677,57 @@ pub fn stage_batch<T>(stage: &Stage<T>, records: &[T]) -> Result<RecordBatch> {
 
 // ----- the merges ---------------------------------------------------------------------------
 
-/// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a hub's new keys from a stage. `$1` load_src,
-/// `$2` batch id.
-pub fn hub_merge(hub: &Hub, stage: &str) -> String {
+/// The temp table of the keys a batch added to a hub: a parent whose hub row the batch added had
+/// no versions before it, so its satellites' merges need not look at what is stored.
+fn added(hub: &Hub) -> String {
+    format!("added_{}", hub.table)
+}
+
+/// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a hub's new keys from a stage, which also keeps
+/// the keys it added in the batch's temp table of them (made by the first statement). `$1`
+/// load_src, `$2` batch id.
+///
+/// A key is added by one batch only: another batch adding it at once waits on the primary key
+/// until this one commits (then finds it there) or rolls back (then adds it itself).
+pub fn hub_merge(hub: &Hub, stage: &str) -> Vec<Statement> {
     let columns = [&[hub.key, hub.business_key][..], hub.extras]
         .concat()
         .join(", ");
     let order = [&[hub.key][..], hub.extras].concat().join(", ");
-    format!(
-        "INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
-         SELECT DISTINCT ON ({key}) {columns}, now(), $1, $2 FROM {stage}
-         WHERE {key} IS NOT NULL ORDER BY {order}
-         ON CONFLICT DO NOTHING",
-        table = hub.table,
-        key = hub.key,
-    )
+    let added = added(hub);
+    vec![
+        Statement::Plain(format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {added} ({key} uuid) ON COMMIT DROP",
+            key = hub.key
+        )),
+        Statement::Loading(format!(
+            "WITH added AS (
+                 INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
+                 SELECT DISTINCT ON ({key}) {columns}, now(), $1, $2 FROM {stage}
+                 WHERE {key} IS NOT NULL ORDER BY {order}
+                 ON CONFLICT DO NOTHING
+                 RETURNING {key}
+             )
+             INSERT INTO {added} SELECT {key} FROM added",
+            table = hub.table,
+            key = hub.key,
+        )),
+    ]
 }
 
 /// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a link's new pairs from a stage. `$1` load_src,
 /// `$2` batch id.
-pub fn link_merge(link: &Link, stage: &str) -> String {
+pub fn link_merge(link: &Link, stage: &str) -> Vec<Statement> {
     let hub_keys: Vec<&str> = link.hubs.iter().map(|h| h.key).collect();
     let columns = [&[link.key][..], &hub_keys].concat().join(", ");
-    format!(
+    vec![Statement::Loading(format!(
         "INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
          SELECT DISTINCT ON ({key}) {columns}, now(), $1, $2 FROM {stage}
          WHERE {key} IS NOT NULL ORDER BY {key}
          ON CONFLICT DO NOTHING",
         table = link.table,
         key = link.key,
-    )
+    ))]
 }
 
 /// The temp table holding the versions a batch added to (or won a tie in) a version log.
@@ -717,15 +738,15 @@ fn accepted(log: &VersionLog) -> String {
 /// Log the stage's versions: new ones are added; a version at a timestamp already logged replaces
 /// it only from a later position (the tie rule). The versions taken are kept in a temp table for
 /// the satellites' merges. `$1` load_src, `$2` batch id.
-pub fn log_merge(feed: &LogFeed, stage: &str) -> [String; 2] {
+pub fn log_merge(feed: &LogFeed, stage: &str) -> Vec<Statement> {
     let parent = feed.log.parent.key;
     let accepted = accepted(feed.log);
-    [
-        format!(
+    vec![
+        Statement::Plain(format!(
             "CREATE TEMP TABLE {accepted} ({parent} uuid, effective_dt timestamp, src_seq int8)
              ON COMMIT DROP"
-        ),
-        format!(
+        )),
+        Statement::Loading(format!(
             "WITH staged AS (
                  SELECT DISTINCT ON ({parent}, {effective}) {parent}, {effective} AS effective_dt,
                         {seq} AS src_seq
@@ -744,7 +765,7 @@ pub fn log_merge(feed: &LogFeed, stage: &str) -> [String; 2] {
             effective = feed.effective,
             seq = feed.seq,
             log = feed.log.table,
-        ),
+        )),
     ]
 }
 
@@ -759,7 +780,7 @@ pub fn lock_parents(feed: &LogFeed, stage: &str) -> String {
     )
 }
 
-/// One statement of a satellite's merge, with the parameters it takes.
+/// One statement of a merge, with the parameters it takes.
 pub enum Statement {
     /// No parameters.
     Plain(String),
@@ -783,6 +804,7 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
         .expect("a stage feeding a satellite feeds its version log");
     let parent = sat.parent();
     let accepted = accepted(sat.log);
+    let added = added(sat.log.parent);
     let want = format!("want_{}", sat.table);
     let attributes: Vec<&str> = sat.attributes.iter().map(|a| a.name).collect();
     let staged_attributes = sat
@@ -799,15 +821,21 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
         .map(|a| format!("CASE WHEN st.{parent} IS NULL THEN old.{a} ELSE st.{a} END AS {a}"))
         .collect::<Vec<_>>()
         .join(", ");
+    // The parents that took versions and had some before this batch: only theirs need the stored
+    // versions and rows.
+    let known = format!(
+        "SELECT DISTINCT a.{parent} FROM {accepted} a
+         WHERE NOT EXISTS (SELECT FROM {added} n WHERE n.{parent} = a.{parent})"
+    );
     let mut statements = vec![
         Statement::Plain(format!(
             "CREATE TEMP TABLE {want} ON COMMIT DROP AS
-             WITH parents AS (SELECT DISTINCT {parent} FROM {accepted}),
+             WITH parents AS ({known}),
              staged AS (
                  SELECT DISTINCT ON ({parent}, {effective}, {seq}) {parent},
                         {effective} AS effective_dt, {seq} AS src_seq,
                         {hashdiff} AS hashdiff, {staged_attributes}
-                 FROM {stage_table} WHERE {parent} IN (SELECT {parent} FROM parents)
+                 FROM {stage_table} WHERE {parent} IN (SELECT {parent} FROM {accepted})
                  ORDER BY {parent}, {effective}, {seq}, {hashdiff}
              ), valued AS (
                  SELECT x.{parent}, x.effective_dt,
@@ -826,6 +854,14 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
                      WHERE c.{parent} = x.{parent} AND c.effective_dt <= x.effective_dt
                      ORDER BY c.effective_dt DESC LIMIT 1
                  ) old ON a.{parent} IS NULL
+                 UNION ALL
+                 -- A parent the batch added has no versions but those it took, each staged.
+                 SELECT a.{parent}, a.effective_dt, st.hashdiff, {staged_list}
+                 FROM {accepted} a
+                 JOIN {added} n ON n.{parent} = a.{parent}
+                 JOIN staged st
+                   ON st.{parent} = a.{parent} AND st.effective_dt = a.effective_dt
+                  AND st.src_seq = a.src_seq
              )
              SELECT {parent}, effective_dt, hashdiff, {attribute_list}
              FROM (SELECT v.*, lag(v.hashdiff) OVER (PARTITION BY v.{parent}
@@ -844,12 +880,17 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
                 .collect::<Vec<_>>()
                 .join(", "),
             attribute_list = attributes.join(", "),
+            staged_list = attributes
+                .iter()
+                .map(|a| format!("st.{a}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
         Statement::Plain(format!("ANALYZE {want}")),
     ];
     let remove = format!(
         "DELETE FROM dds.{table} c
-         WHERE c.{parent} IN (SELECT {parent} FROM {accepted})
+         WHERE c.{parent} IN ({known})
            AND NOT EXISTS (SELECT 1 FROM {want} w
                            WHERE w.{parent} = c.{parent} AND w.effective_dt = c.effective_dt
                              AND w.hashdiff = c.hashdiff)

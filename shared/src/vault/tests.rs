@@ -141,19 +141,38 @@ fn sql_of(statements: Vec<Statement>) -> String {
 
 #[test]
 fn generated_sql_of_the_order_stage() {
-    let mut sql = vec![
-        hub_merge(&H_ORDER, STAGE_ORDERS.table),
-        link_merge(&L_ORDER_USER, STAGE_ORDERS.table),
-    ];
+    let mut sql = hub_merge(&H_ORDER, STAGE_ORDERS.table);
+    sql.extend(link_merge(&L_ORDER_USER, STAGE_ORDERS.table));
     sql.extend(log_merge(
         STAGE_ORDERS.log.as_ref().unwrap(),
         STAGE_ORDERS.table,
     ));
-    insta::assert_snapshot!(sql.join(";\n"));
+    insta::assert_snapshot!(sql_of(sql));
     insta::assert_snapshot!(
         "s_order_status",
         sql_of(satellite_merge(&S_ORDER_STATUS, &STAGE_ORDERS))
     );
+}
+
+/// A satellite's merge tells the parents a batch added by their hub's temp table, so each stage
+/// feeding satellites must merge (and so record) that hub itself.
+#[test]
+fn every_satellite_stage_merges_its_parents_hub() {
+    fn check<T>(stage: &Stage<T>) {
+        if let Some(feed) = &stage.log {
+            assert!(
+                stage.hubs.iter().any(|h| std::ptr::eq(*h, feed.log.parent)),
+                "{} does not merge {}",
+                stage.table,
+                feed.log.parent.table
+            );
+        }
+    }
+    check(&STAGE_ORDERS);
+    check(&STAGE_ORDER_ITEMS);
+    check(&STAGE_USERS);
+    check(&STAGE_RESTAURANTS);
+    check(&STAGE_MENU);
 }
 
 #[test]
