@@ -806,6 +806,53 @@ async fn renames_reach_the_showcases_without_new_orders() {
     );
 }
 
+/// A new order's versions arriving in one batch, out of order: its satellites keep the change
+/// points among them, as when they arrive one batch each (a parent the batch adds takes the
+/// change points marked in the stage; a later batch goes through the stored versions).
+#[tokio::test]
+async fn a_new_orders_versions_in_one_batch_keep_only_the_changes() {
+    let env = Env::new().await;
+    let feed = Feed::new(&env);
+    let (u, r) = ("u-batch", "r-batch");
+    let d = ("d-soup", "Борщ");
+    let (t1, t2, t3) = (
+        "2023-09-25 12:00:00",
+        "2023-09-25 13:00:00",
+        "2023-09-25 14:00:00",
+    );
+    feed.documents(&[
+        restaurant(r, "Столовая", T0, &[(d.0, d.1, "Супы")]),
+        user(u, "Анна", "anna", T0),
+    ]);
+    feed.orders(&[
+        order(501, u, r, "CLOSED", t3, &[d]),
+        order(501, u, r, "CLOSED", t1, &[d]),
+        order(501, u, r, "CANCELLED", t2, &[d]),
+        order(502, u, r, "CLOSED", t2, &[d]),
+        order(502, u, r, "CLOSED", t1, &[d]),
+    ]);
+    env.pipeline();
+    assert_eq!(
+        status_rows(&env, 501).await,
+        rows(&[(t1, "CLOSED"), (t2, "CANCELLED"), (t3, "CLOSED")])
+    );
+    assert_eq!(
+        status_rows(&env, 502).await,
+        rows(&[(t1, "CLOSED")]),
+        "a repeated status adds no row"
+    );
+    assert_eq!(
+        basket_rows(&env, 502).await.len(),
+        1,
+        "nor a repeated basket"
+    );
+    let oracle = feed.oracle();
+    for order_id in [501, 502] {
+        assert_order_history(&env, &oracle, order_id).await;
+    }
+    assert!(reconciliation(&env).await.is_empty());
+}
+
 /// Status flip-flops arriving out of order, each in its own cycle: CLOSED(t1), then CLOSED(t3),
 /// then the CANCELLED(t2) between them. The order counts (CLOSED is current), the status
 /// satellite holds the three change points, and a repeated CLOSED(t4) adds no row.

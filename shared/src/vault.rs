@@ -18,7 +18,8 @@
 //! the source's timestamps, whichever batch brought which version (see [`satellite_merge`]).
 
 use arrow::array::{
-    ArrayRef, FixedSizeBinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
+    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Int64Array,
+    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
 use chrono::NaiveDateTime;
@@ -73,6 +74,8 @@ pub enum Kind {
     Time,
     /// JSON text, stored as `jsonb`.
     Json,
+    /// A mark computed over the whole batch (a satellite's change points).
+    Flag,
 }
 
 impl Kind {
@@ -84,6 +87,7 @@ impl Kind {
             Kind::Int => "int8",
             Kind::Time => "timestamp",
             Kind::Json => "jsonb",
+            Kind::Flag => "bool",
         }
     }
 }
@@ -158,6 +162,11 @@ impl<T> Satellite<T> {
     /// The stage column holding this satellite's hashdiff.
     pub fn hashdiff_column(&self) -> String {
         format!("{}_hashdiff", self.table)
+    }
+    /// The stage column marking the rows that are this satellite's change points among the
+    /// batch's versions of their parent ([`change_points`]).
+    pub fn change_column(&self) -> String {
+        format!("{}_change", self.table)
     }
     /// The stage column holding one of this satellite's attributes.
     pub fn stage_column(&self, attribute: &str) -> String {
@@ -550,6 +559,7 @@ pub fn stage_columns<T>(stage: &Stage<T>) -> Vec<(String, Kind)> {
         );
         columns.push((sat.hashdiff_column(), Kind::Key));
     }
+    columns.extend((stage.satellites.iter()).map(|sat| (sat.change_column(), Kind::Flag)));
     columns
 }
 
@@ -567,6 +577,7 @@ impl Builder {
             Kind::Text | Kind::Json => Builder::Text(StringBuilder::new()),
             Kind::Int => Builder::Int(Int64Builder::new()),
             Kind::Time => Builder::Time(TimestampMicrosecondBuilder::new()),
+            Kind::Flag => unreachable!("a flag is computed over the batch, not read"),
         }
     }
 
@@ -595,10 +606,14 @@ impl Builder {
 
 /// The stage's Arrow batch for `records` (an empty batch of the stage's schema when they stage no
 /// rows): fields as read, hub keys over the business keys, link keys over the hub keys,
-/// hashdiffs over each satellite's attributes.
+/// hashdiffs over each satellite's attributes, then each satellite's change points.
 pub fn stage_batch<T>(stage: &Stage<T>, records: &[T]) -> Result<RecordBatch> {
     let columns = stage_columns(stage);
-    let mut builders: Vec<Builder> = columns.iter().map(|(_, k)| Builder::new(*k)).collect();
+    let read = columns.len() - stage.satellites.len();
+    let mut builders: Vec<Builder> = columns[..read]
+        .iter()
+        .map(|(_, k)| Builder::new(*k))
+        .collect();
     let field_of = |name: &str| {
         stage
             .fields
@@ -667,12 +682,81 @@ pub fn stage_batch<T>(stage: &Stage<T>, records: &[T]) -> Result<RecordBatch> {
             }
         }
     }
-    let arrays: Vec<(String, ArrayRef)> = columns
+    let mut arrays: Vec<(String, ArrayRef)> = columns
         .into_iter()
         .zip(builders.iter_mut())
         .map(|((name, _), b)| (name, b.finish()))
         .collect();
+    if let Some(feed) = &stage.log {
+        let column = |name: &str| {
+            let (_, array) = (arrays.iter())
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("stage {} has no column {name}", stage.table));
+            Arc::clone(array)
+        };
+        let (parents, effective, seq) = (
+            column(feed.log.parent.key),
+            column(feed.effective),
+            column(feed.seq),
+        );
+        let versions = Versions {
+            parents: parents.as_any().downcast_ref().expect("a key column"),
+            effective: effective.as_any().downcast_ref().expect("a time column"),
+            seq: seq.as_any().downcast_ref().expect("an int column"),
+        };
+        let changes: Vec<(String, ArrayRef)> = (stage.satellites.iter())
+            .map(|sat| {
+                let hashdiffs = column(&sat.hashdiff_column());
+                let hashdiffs = hashdiffs.as_any().downcast_ref().expect("a key column");
+                let change: ArrayRef = Arc::new(change_points(&versions, hashdiffs));
+                (sat.change_column(), change)
+            })
+            .collect();
+        arrays.extend(changes);
+    }
     Ok(RecordBatch::try_from_iter(arrays)?)
+}
+
+/// The columns of a stage batch that place each row among its parent's versions.
+struct Versions<'a> {
+    parents: &'a FixedSizeBinaryArray,
+    effective: &'a TimestampMicrosecondArray,
+    seq: &'a Int64Array,
+}
+
+/// Which rows of a stage batch are a satellite's change points among the batch's versions of
+/// their parent: at each timestamp of a parent the row at the latest position (the version log's
+/// tie rule; of rows at one position, the smallest hashdiff, as [`satellite_merge`] picks), and
+/// of those each whose hashdiff differs from the one before it. For a parent the batch adds to
+/// its hub they are exactly the satellite's rows; the merge reads them for no other parent.
+fn change_points(versions: &Versions, hashdiffs: &FixedSizeBinaryArray) -> BooleanArray {
+    let Versions {
+        parents,
+        effective,
+        seq,
+    } = versions;
+    let mut rows: Vec<usize> = (0..parents.len())
+        .filter(|&i| parents.is_valid(i))
+        .collect();
+    rows.sort_unstable_by(|&a, &b| {
+        (parents.value(a).cmp(parents.value(b)))
+            .then(effective.value(a).cmp(&effective.value(b)))
+            .then(seq.value(b).cmp(&seq.value(a)))
+            .then(hashdiffs.value(a).cmp(hashdiffs.value(b)))
+    });
+    let mut change = vec![false; parents.len()];
+    // The parent, timestamp and hashdiff of the version taken last.
+    let mut taken: Option<(&[u8], i64, &[u8])> = None;
+    for i in rows {
+        let (parent, at, hashdiff) = (parents.value(i), effective.value(i), hashdiffs.value(i));
+        change[i] = match taken {
+            Some((p, t, _)) if p == parent && t == at => continue,
+            Some((p, _, before)) => p != parent || before != hashdiff,
+            None => true,
+        };
+        taken = Some((parent, at, hashdiff));
+    }
+    BooleanArray::from(change)
 }
 
 // ----- the merges ---------------------------------------------------------------------------
@@ -735,12 +819,22 @@ fn accepted(log: &VersionLog) -> String {
     format!("accepted_{}", log.table)
 }
 
+/// The temp table of the parents that took versions in a batch and had versions before it: only
+/// theirs need the stored versions and rows.
+fn known(log: &VersionLog) -> String {
+    format!("known_{}", log.table)
+}
+
 /// Log the stage's versions: new ones are added; a version at a timestamp already logged replaces
 /// it only from a later position (the tie rule). The versions taken are kept in a temp table for
-/// the satellites' merges. `$1` load_src, `$2` batch id.
+/// the satellites' merges, and of their parents those the batch did not add to the hub in another
+/// (analysed: few after a backfill's first batches, so the satellites' merges probe the stored
+/// ones by index). `$1` load_src, `$2` batch id.
 pub fn log_merge(feed: &LogFeed, stage: &str) -> Vec<Statement> {
     let parent = feed.log.parent.key;
     let accepted = accepted(feed.log);
+    let known = known(feed.log);
+    let added = added(feed.log.parent);
     vec![
         Statement::Plain(format!(
             "CREATE TEMP TABLE {accepted} ({parent} uuid, effective_dt timestamp, src_seq int8)
@@ -766,6 +860,12 @@ pub fn log_merge(feed: &LogFeed, stage: &str) -> Vec<Statement> {
             seq = feed.seq,
             log = feed.log.table,
         )),
+        Statement::Plain(format!(
+            "CREATE TEMP TABLE {known} ON COMMIT DROP AS
+             SELECT DISTINCT a.{parent} FROM {accepted} a
+             WHERE NOT EXISTS (SELECT FROM {added} n WHERE n.{parent} = a.{parent})"
+        )),
+        Statement::Plain(format!("ANALYZE {known}")),
     ]
 }
 
@@ -821,29 +921,28 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
         .map(|a| format!("CASE WHEN st.{parent} IS NULL THEN old.{a} ELSE st.{a} END AS {a}"))
         .collect::<Vec<_>>()
         .join(", ");
-    // The parents that took versions and had some before this batch: only theirs need the stored
-    // versions and rows.
-    let known = format!(
-        "SELECT DISTINCT a.{parent} FROM {accepted} a
-         WHERE NOT EXISTS (SELECT FROM {added} n WHERE n.{parent} = a.{parent})"
-    );
+    let known = known(sat.log);
     let mut statements = vec![
         Statement::Plain(format!(
             "CREATE TEMP TABLE {want} ON COMMIT DROP AS
-             WITH parents AS ({known}),
-             staged AS (
+             WITH staged AS (
                  SELECT DISTINCT ON ({parent}, {effective}, {seq}) {parent},
                         {effective} AS effective_dt, {seq} AS src_seq,
                         {hashdiff} AS hashdiff, {staged_attributes}
-                 FROM {stage_table} WHERE {parent} IN (SELECT {parent} FROM {accepted})
+                 FROM {stage_table} WHERE {parent} IN (SELECT {parent} FROM {known})
                  ORDER BY {parent}, {effective}, {seq}, {hashdiff}
              ), valued AS (
                  SELECT x.{parent}, x.effective_dt,
                         CASE WHEN st.{parent} IS NULL THEN old.hashdiff ELSE st.hashdiff END
                             AS hashdiff,
                         {chosen}
-                 FROM dds.{log} x
-                 JOIN parents p ON p.{parent} = x.{parent}
+                 FROM {known} p
+                 -- Probed by index per parent (`OFFSET 0` keeps it a nested loop): right after
+                 -- a bulk load the log's statistics would have it read whole.
+                 CROSS JOIN LATERAL (
+                     SELECT v.{parent}, v.effective_dt FROM dds.{log} v
+                     WHERE v.{parent} = p.{parent} OFFSET 0
+                 ) x
                  LEFT JOIN {accepted} a
                         ON a.{parent} = x.{parent} AND a.effective_dt = x.effective_dt
                  LEFT JOIN staged st
@@ -854,20 +953,18 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
                      WHERE c.{parent} = x.{parent} AND c.effective_dt <= x.effective_dt
                      ORDER BY c.effective_dt DESC LIMIT 1
                  ) old ON a.{parent} IS NULL
-                 UNION ALL
-                 -- A parent the batch added has no versions but those it took, each staged.
-                 SELECT a.{parent}, a.effective_dt, st.hashdiff, {staged_list}
-                 FROM {accepted} a
-                 JOIN {added} n ON n.{parent} = a.{parent}
-                 JOIN staged st
-                   ON st.{parent} = a.{parent} AND st.effective_dt = a.effective_dt
-                  AND st.src_seq = a.src_seq
              )
              SELECT {parent}, effective_dt, hashdiff, {attribute_list}
              FROM (SELECT v.*, lag(v.hashdiff) OVER (PARTITION BY v.{parent}
                                                      ORDER BY v.effective_dt) AS before
                    FROM valued v) w
-             WHERE hashdiff IS NOT NULL AND hashdiff IS DISTINCT FROM before",
+             WHERE hashdiff IS NOT NULL AND hashdiff IS DISTINCT FROM before
+             UNION ALL
+             -- A parent the batch added has no versions but those it took: its rows are the
+             -- change points among them, marked in the stage.
+             SELECT {parent}, {effective}, {hashdiff}, {staged_attributes}
+             FROM {stage_table}
+             WHERE {change} AND {parent} IN (SELECT {parent} FROM {added})",
             effective = feed.effective,
             seq = feed.seq,
             hashdiff = sat.hashdiff_column(),
@@ -880,17 +977,13 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
                 .collect::<Vec<_>>()
                 .join(", "),
             attribute_list = attributes.join(", "),
-            staged_list = attributes
-                .iter()
-                .map(|a| format!("st.{a}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            change = sat.change_column(),
         )),
         Statement::Plain(format!("ANALYZE {want}")),
     ];
     let remove = format!(
         "DELETE FROM dds.{table} c
-         WHERE c.{parent} IN ({known})
+         WHERE c.{parent} IN (SELECT {parent} FROM {known})
            AND NOT EXISTS (SELECT 1 FROM {want} w
                            WHERE w.{parent} = c.{parent} AND w.effective_dt = c.effective_dt
                              AND w.hashdiff = c.hashdiff)

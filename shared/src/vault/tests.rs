@@ -179,3 +179,44 @@ fn every_satellite_stage_merges_its_parents_hub() {
 fn generated_sql_of_a_satellite_that_reaches_users() {
     insta::assert_snapshot!(sql_of(satellite_merge(&ES_PRODUCT_CATEGORY, &STAGE_MENU)));
 }
+
+/// The change points of a batch, against what the merge's SQL keeps for a parent with no stored
+/// versions: per timestamp the latest position, then each hashdiff that differs from the one
+/// before.
+#[test]
+fn change_points_follow_the_tie_rule_and_skip_repeats() {
+    let (p, q) = (hub_key("p"), hub_key("q"));
+    let (a, b, c) = (hub_key("a"), hub_key("b"), hub_key("c"));
+    let (small, large) = if a < b { (a, b) } else { (b, a) };
+    // (parent, timestamp, position, hashdiff, a change point?)
+    let rows: [(Option<Uuid>, i64, i64, Uuid, bool); 8] = [
+        (Some(p), 4, 5, c, false),     // repeats the version before it (c at 3)
+        (Some(p), 1, 1, a, true),      // the first version
+        (Some(q), 1, 9, large, false), // another parent; at one position, the smaller hashdiff
+        (Some(p), 3, 3, b, false),     // lost the tie at 3 to the later position
+        (Some(p), 2, 2, a, false),     // repeats a
+        (Some(p), 3, 4, c, true),      // won the tie at 3, differs from a
+        (None, 1, 1, a, false),        // no parent: no row
+        (Some(q), 1, 9, small, true),  // … is its first version
+    ];
+    let parents = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+        rows.iter().map(|r| r.0.map(|k| *k.as_bytes())),
+        16,
+    )
+    .unwrap();
+    let effective = TimestampMicrosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
+    let seq = Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>());
+    let hashdiffs =
+        FixedSizeBinaryArray::try_from_iter(rows.iter().map(|r| *r.3.as_bytes())).unwrap();
+    let versions = Versions {
+        parents: &parents,
+        effective: &effective,
+        seq: &seq,
+    };
+    let change = change_points(&versions, &hashdiffs);
+    let expected: Vec<bool> = rows.iter().map(|r| r.4).collect();
+    assert_eq!(
+        change.iter().map(Option::unwrap).collect::<Vec<_>>(),
+        expected
+    );
+}
