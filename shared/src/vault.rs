@@ -936,13 +936,8 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
                         CASE WHEN st.{parent} IS NULL THEN old.hashdiff ELSE st.hashdiff END
                             AS hashdiff,
                         {chosen}
-                 FROM {known} p
-                 -- Probed by index per parent (`OFFSET 0` keeps it a nested loop): right after
-                 -- a bulk load the log's statistics would have it read whole.
-                 CROSS JOIN LATERAL (
-                     SELECT v.{parent}, v.effective_dt FROM dds.{log} v
-                     WHERE v.{parent} = p.{parent} OFFSET 0
-                 ) x
+                 FROM dds.{log} x
+                 JOIN {known} p ON p.{parent} = x.{parent}
                  LEFT JOIN {accepted} a
                         ON a.{parent} = x.{parent} AND a.effective_dt = x.effective_dt
                  LEFT JOIN staged st
