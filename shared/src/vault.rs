@@ -827,9 +827,9 @@ fn known(log: &VersionLog) -> String {
 
 /// Log the stage's versions: new ones are added; a version at a timestamp already logged replaces
 /// it only from a later position (the tie rule). The versions taken are kept in a temp table for
-/// the satellites' merges, and of their parents those the batch did not add to the hub in another
-/// (analysed: few after a backfill's first batches, so the satellites' merges probe the stored
-/// ones by index). `$1` load_src, `$2` batch id.
+/// the satellites' merges; so are their parents that the batch did not add to the hub (`known_…`,
+/// analysed so the planner sees how few they are after a backfill's first batches): only those
+/// take the satellites' general path. `$1` load_src, `$2` batch id.
 pub fn log_merge(feed: &LogFeed, stage: &str) -> Vec<Statement> {
     let parent = feed.log.parent.key;
     let accepted = accepted(feed.log);
