@@ -139,6 +139,10 @@ pub struct Link {
     pub table: &'static str,
     pub key: &'static str,
     pub hubs: &'static [&'static Hub],
+    /// The hub whose keys, when the batch added them, make this link's rows new: they are
+    /// inserted without the conflict check. Only for a link one stage writes, after that hub's
+    /// merge in the same batch (an order's links: an order the batch added has none yet).
+    pub new_with: Option<&'static Hub>,
 }
 
 /// A version log: every version of a parent's source record, by the source's timestamp, with the
@@ -243,21 +247,25 @@ pub static L_ORDER_USER: Link = Link {
     table: "l_order_user",
     key: "hk_order_user_pk",
     hubs: &[&H_ORDER, &H_USER],
+    new_with: Some(&H_ORDER),
 };
 pub static L_ORDER_PRODUCT: Link = Link {
     table: "l_order_product",
     key: "hk_order_product_pk",
     hubs: &[&H_ORDER, &H_PRODUCT],
+    new_with: Some(&H_ORDER),
 };
 pub static L_PRODUCT_RESTAURANT: Link = Link {
     table: "l_product_restaurant",
     key: "hk_product_restaurant_pk",
     hubs: &[&H_PRODUCT, &H_RESTAURANT],
+    new_with: None,
 };
 pub static L_PRODUCT_CATEGORY: Link = Link {
     table: "l_product_category",
     key: "hk_product_category_pk",
     hubs: &[&H_PRODUCT, &H_CATEGORY],
+    new_with: None,
 };
 
 pub static X_ORDER: VersionLog = VersionLog {
@@ -762,9 +770,29 @@ fn change_points(versions: &Versions, hashdiffs: &FixedSizeBinaryArray) -> Boole
 // ----- the merges ---------------------------------------------------------------------------
 
 /// The temp table of the keys a batch added to a hub: a parent whose hub row the batch added had
-/// no versions before it, so its satellites' merges need not look at what is stored.
+/// no versions, satellite rows or (for a link that names it in `new_with`) link rows before it, so
+/// what the batch writes for it needs no look at what is stored.
 fn added(hub: &Hub) -> String {
     format!("added_{}", hub.table)
+}
+
+/// Make the batch's temp table of the keys it added to `hub`, if no merge made it yet.
+fn create_added(hub: &Hub) -> Statement {
+    Statement::Plain(format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {added} ({key} uuid) ON COMMIT DROP",
+        added = added(hub),
+        key = hub.key
+    ))
+}
+
+/// `WHERE` terms picking the rows of a parent the batch added to `hub`, and the others.
+fn new_and_known(hub: &Hub, alias: &str) -> (String, String) {
+    let new = format!(
+        "EXISTS (SELECT FROM {added} n WHERE n.{key} = {alias}.{key})",
+        added = added(hub),
+        key = hub.key
+    );
+    (new.clone(), format!("NOT {new}"))
 }
 
 /// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a hub's new keys from a stage, which also keeps
@@ -778,12 +806,8 @@ pub fn hub_merge(hub: &Hub, stage: &str) -> Vec<Statement> {
         .concat()
         .join(", ");
     let order = [&[hub.key][..], hub.extras].concat().join(", ");
-    let added = added(hub);
     vec![
-        Statement::Plain(format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {added} ({key} uuid) ON COMMIT DROP",
-            key = hub.key
-        )),
+        create_added(hub),
         Statement::Loading(format!(
             "WITH added AS (
                  INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
@@ -795,23 +819,41 @@ pub fn hub_merge(hub: &Hub, stage: &str) -> Vec<Statement> {
              INSERT INTO {added} SELECT {key} FROM added",
             table = hub.table,
             key = hub.key,
+            added = added(hub),
         )),
     ]
 }
 
-/// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a link's new pairs from a stage. `$1` load_src,
-/// `$2` batch id.
+/// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a link's new pairs from a stage; for a link with
+/// `new_with`, the pairs of the keys the batch added to that hub are inserted first without the
+/// check (the conflict check costs about a third of an insert into a hash-key B-tree). `$1`
+/// load_src, `$2` batch id.
 pub fn link_merge(link: &Link, stage: &str) -> Vec<Statement> {
     let hub_keys: Vec<&str> = link.hubs.iter().map(|h| h.key).collect();
     let columns = [&[link.key][..], &hub_keys].concat().join(", ");
-    vec![Statement::Loading(format!(
-        "INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
-         SELECT DISTINCT ON ({key}) {columns}, now(), $1, $2 FROM {stage}
-         WHERE {key} IS NOT NULL ORDER BY {key}
-         ON CONFLICT DO NOTHING",
-        table = link.table,
-        key = link.key,
-    ))]
+    let insert = |filter: &str, conflict: &str| {
+        Statement::Loading(format!(
+            "INSERT INTO dds.{table} ({columns}, load_dt, load_src, batch_id)
+             SELECT DISTINCT ON ({key}) {columns}, now(), $1, $2 FROM {stage} s
+             WHERE {key} IS NOT NULL{filter} ORDER BY {key}{conflict}",
+            table = link.table,
+            key = link.key,
+        ))
+    };
+    match link.new_with {
+        None => vec![insert("", "\n             ON CONFLICT DO NOTHING")],
+        Some(hub) => {
+            let (new, known) = new_and_known(hub, "s");
+            vec![
+                create_added(hub),
+                insert(&format!(" AND {new}"), ""),
+                insert(
+                    &format!(" AND {known}"),
+                    "\n             ON CONFLICT DO NOTHING",
+                ),
+            ]
+        }
+    }
 }
 
 /// The temp table holding the versions a batch added to (or won a tie in) a version log.
@@ -825,8 +867,9 @@ fn known(log: &VersionLog) -> String {
     format!("known_{}", log.table)
 }
 
-/// Log the stage's versions: new ones are added; a version at a timestamp already logged replaces
-/// it only from a later position (the tie rule). The versions taken are kept in a temp table for
+/// Log the stage's versions: new ones are added (without the conflict check for a parent the batch
+/// added to the hub); a version at a timestamp already logged replaces it only from a later
+/// position (the tie rule). The versions taken are kept in a temp table for
 /// the satellites' merges; so are their parents that the batch did not add to the hub (`known_…`,
 /// analysed so the planner sees how few they are after a backfill's first batches): only those
 /// take the satellites' general path. `$1` load_src, `$2` batch id.
@@ -834,7 +877,8 @@ pub fn log_merge(feed: &LogFeed, stage: &str) -> Vec<Statement> {
     let parent = feed.log.parent.key;
     let accepted = accepted(feed.log);
     let known = known(feed.log);
-    let added = added(feed.log.parent);
+    let (new, known_rows) = new_and_known(feed.log.parent, "s");
+    let (_, not_added) = new_and_known(feed.log.parent, "a");
     vec![
         Statement::Plain(format!(
             "CREATE TEMP TABLE {accepted} ({parent} uuid, effective_dt timestamp, src_seq int8)
@@ -846,24 +890,29 @@ pub fn log_merge(feed: &LogFeed, stage: &str) -> Vec<Statement> {
                         {seq} AS src_seq
                  FROM {stage} WHERE {parent} IS NOT NULL
                  ORDER BY {parent}, {effective}, {seq} DESC
+             ), new AS (
+                 INSERT INTO dds.{log} ({parent}, effective_dt, src_seq, load_dt, load_src, batch_id)
+                 SELECT {parent}, effective_dt, src_seq, now(), $1, $2 FROM staged s
+                 WHERE {new}
+                 RETURNING {parent}, effective_dt, src_seq
              ), taken AS (
                  INSERT INTO dds.{log} AS x ({parent}, effective_dt, src_seq, load_dt, load_src, batch_id)
-                 SELECT {parent}, effective_dt, src_seq, now(), $1, $2 FROM staged
+                 SELECT {parent}, effective_dt, src_seq, now(), $1, $2 FROM staged s
+                 WHERE {known_rows}
                  ON CONFLICT ({parent}, effective_dt) DO UPDATE
                  SET src_seq = EXCLUDED.src_seq, load_dt = EXCLUDED.load_dt,
                      load_src = EXCLUDED.load_src, batch_id = EXCLUDED.batch_id
                  WHERE EXCLUDED.src_seq > x.src_seq
                  RETURNING {parent}, effective_dt, src_seq
              )
-             INSERT INTO {accepted} SELECT * FROM taken",
+             INSERT INTO {accepted} SELECT * FROM new UNION ALL SELECT * FROM taken",
             effective = feed.effective,
             seq = feed.seq,
             log = feed.log.table,
         )),
         Statement::Plain(format!(
             "CREATE TEMP TABLE {known} ON COMMIT DROP AS
-             SELECT DISTINCT a.{parent} FROM {accepted} a
-             WHERE NOT EXISTS (SELECT FROM {added} n WHERE n.{parent} = a.{parent})"
+             SELECT DISTINCT a.{parent} FROM {accepted} a WHERE {not_added}"
         )),
         Statement::Plain(format!("ANALYZE {known}")),
     ]
@@ -904,7 +953,6 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
         .expect("a stage feeding a satellite feeds its version log");
     let parent = sat.parent();
     let accepted = accepted(sat.log);
-    let added = added(sat.log.parent);
     let want = format!("want_{}", sat.table);
     let attributes: Vec<&str> = sat.attributes.iter().map(|a| a.name).collect();
     let staged_attributes = sat
@@ -953,13 +1001,7 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
              FROM (SELECT v.*, lag(v.hashdiff) OVER (PARTITION BY v.{parent}
                                                      ORDER BY v.effective_dt) AS before
                    FROM valued v) w
-             WHERE hashdiff IS NOT NULL AND hashdiff IS DISTINCT FROM before
-             UNION ALL
-             -- A parent the batch added has no versions but those it took: its rows are the
-             -- change points among them, marked in the stage.
-             SELECT {parent}, {effective}, {hashdiff}, {staged_attributes}
-             FROM {stage_table}
-             WHERE {change} AND {parent} IN (SELECT {parent} FROM {added})",
+             WHERE hashdiff IS NOT NULL AND hashdiff IS DISTINCT FROM before",
             effective = feed.effective,
             seq = feed.seq,
             hashdiff = sat.hashdiff_column(),
@@ -972,7 +1014,6 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
                 .collect::<Vec<_>>()
                 .join(", "),
             attribute_list = attributes.join(", "),
-            change = sat.change_column(),
         )),
         Statement::Plain(format!("ANALYZE {want}")),
     ];
@@ -985,6 +1026,9 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
          RETURNING c.{parent}",
         table = sat.table,
     );
+    // A parent the batch added has no versions but those it took: its rows are the change points
+    // among them, marked in the stage, inserted without the conflict check.
+    let (new, _) = new_and_known(sat.log.parent, "s");
     let add = format!(
         "INSERT INTO dds.{table} ({parent}, effective_dt, hashdiff, {attribute_list}, load_dt, load_src, batch_id)
          SELECT {parent}, effective_dt, hashdiff, {attribute_list}, now(), $1, $2 FROM {want}
@@ -993,6 +1037,18 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
         table = sat.table,
         attribute_list = attributes.join(", "),
     );
+    let add_new = format!(
+        "INSERT INTO dds.{table} ({parent}, effective_dt, hashdiff, {attribute_list}, load_dt, load_src, batch_id)
+         SELECT {parent}, {effective}, {hashdiff}, {staged_attributes}, now(), $1, $2
+         FROM {stage_table} s WHERE {change} AND {new}
+         RETURNING {parent}",
+        table = sat.table,
+        attribute_list = attributes.join(", "),
+        effective = feed.effective,
+        hashdiff = sat.hashdiff_column(),
+        stage_table = stage.table,
+        change = sat.change_column(),
+    );
     if sat.reaches_users {
         // The dishes whose rows changed: after the commit, their users are queued for CDM.
         statements.push(Statement::Batch(format!(
@@ -1000,14 +1056,17 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
              INSERT INTO dds.pending_fanout (batch_id, {parent})
              SELECT DISTINCT $1::uuid, {parent} FROM changed ON CONFLICT DO NOTHING"
         )));
-        statements.push(Statement::Loading(format!(
-            "WITH changed AS ({add})
-             INSERT INTO dds.pending_fanout (batch_id, {parent})
-             SELECT DISTINCT $2::uuid, {parent} FROM changed ON CONFLICT DO NOTHING"
-        )));
+        for add in [add, add_new] {
+            statements.push(Statement::Loading(format!(
+                "WITH changed AS ({add})
+                 INSERT INTO dds.pending_fanout (batch_id, {parent})
+                 SELECT DISTINCT $2::uuid, {parent} FROM changed ON CONFLICT DO NOTHING"
+            )));
+        }
     } else {
         statements.push(Statement::Plain(remove));
         statements.push(Statement::Loading(add));
+        statements.push(Statement::Loading(add_new));
     }
     statements
 }

@@ -175,6 +175,54 @@ fn every_satellite_stage_merges_its_parents_hub() {
     check(&STAGE_MENU);
 }
 
+/// What lets a merge skip the conflict check for the rows of a parent the batch added: no other
+/// statement of the batch wrote them before. Each version log and satellite is fed by one stage,
+/// and a link with `new_with` by one stage, at or after one that merges that hub (the stages in
+/// the order `dwh dds` loads them).
+#[test]
+fn rows_inserted_without_the_conflict_check_have_one_writer_per_batch() {
+    struct Writes {
+        hubs: Vec<&'static str>,
+        links: Vec<&'static Link>,
+        logged: Vec<&'static str>,
+    }
+    fn writes<T>(stage: &Stage<T>) -> Writes {
+        let feed = stage.log.iter().map(|f| f.log.table);
+        Writes {
+            hubs: stage.hubs.iter().map(|h| h.table).collect(),
+            links: stage.links.to_vec(),
+            logged: feed
+                .chain(stage.satellites.iter().map(|s| s.table))
+                .collect(),
+        }
+    }
+    let stages = [
+        writes(&STAGE_ORDERS),
+        writes(&STAGE_ORDER_ITEMS),
+        writes(&STAGE_USERS),
+        writes(&STAGE_RESTAURANTS),
+        writes(&STAGE_MENU),
+    ];
+    let logged: Vec<&str> = stages.iter().flat_map(|s| s.logged.clone()).collect();
+    for table in &logged {
+        assert_eq!(logged.iter().filter(|t| *t == table).count(), 1, "{table}");
+    }
+    for (i, stage) in stages.iter().enumerate() {
+        for link in stage.links.iter().filter(|l| l.new_with.is_some()) {
+            let writers = (stages.iter())
+                .filter(|s| s.links.iter().any(|l| l.table == link.table))
+                .count();
+            assert_eq!(writers, 1, "{} is written by {writers} stages", link.table);
+            let hub = link.new_with.unwrap().table;
+            assert!(
+                stages[..=i].iter().any(|s| s.hubs.contains(&hub)),
+                "{hub} is not merged before {}",
+                link.table
+            );
+        }
+    }
+}
+
 #[test]
 fn generated_sql_of_a_satellite_that_reaches_users() {
     insta::assert_snapshot!(sql_of(satellite_merge(&ES_PRODUCT_CATEGORY, &STAGE_MENU)));
