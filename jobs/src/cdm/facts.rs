@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 columns! {
     /// The facts [`compute`](super::compute::compute) counts: one row per (user, CLOSED order, dish of its current
-    /// basket) with the dish's current name and category, and the time of the order's current
-    /// basket. Keys are the hub keys' 16 bytes.
+    /// basket) with the dish's current name and category, and, for a dish no menu names, the
+    /// time of the order's newest version (which order's name it takes). Keys are the hub keys'
+    /// 16 bytes.
     pub struct Facts {
         user_id: BinaryBuilder, BinaryArray = DataType::Binary, false;
         order_id: BinaryBuilder, BinaryArray = DataType::Binary, false;
@@ -24,8 +25,9 @@ columns! {
         /// NULL for a dish no menu lists.
         category_id: BinaryBuilder, BinaryArray = DataType::Binary, true;
         category_name: StringBuilder, StringArray = DataType::Utf8, true;
+        /// NULL for a dish a menu names.
         order_ts: TimestampMicrosecondBuilder, TimestampMicrosecondArray =
-            DataType::Timestamp(TimeUnit::Microsecond, None), false;
+            DataType::Timestamp(TimeUnit::Microsecond, None), true;
     }
 }
 
@@ -54,8 +56,8 @@ pub async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<
         facts
             .category_name
             .append_option(row.get::<_, Option<&str>>(5));
-        let order_ts = row.get::<_, NaiveDateTime>(6).and_utc().timestamp_micros();
-        facts.order_ts.append_value(order_ts);
+        let order_ts = row.get::<_, Option<NaiveDateTime>>(6);
+        (facts.order_ts).append_option(order_ts.map(|t| t.and_utc().timestamp_micros()));
     }
     Ok(facts.finish()?)
 }
