@@ -188,6 +188,9 @@ fn drain_blocking(
         // (librdkafka's default, 1 MB, meant ~1,000 orders a round trip).
         .set("max.partition.fetch.bytes", &fetch_bytes)
         .set("queued.max.messages.kbytes", &queued_kbytes)
+        // A partition whose fetched queue reached that bound is fetched again this long after
+        // (librdkafka's default, 1 s, stalled every full batch's drain for a second).
+        .set("fetch.queue.backoff.ms", "10")
         .set("fetch.wait.max.ms", "20")
         .create()
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
