@@ -199,12 +199,13 @@ pub struct Topics {
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "Batch bounds")]
 pub struct Bounds {
-    /// Most messages one run consumes before it commits and exits
+    /// Most messages one run consumes before it commits and exits (the byte bound below is what
+    /// usually ends a backfill's run: ~74,000 orders for stg, ~500,000 affected users for cdm)
     #[arg(
         long,
         env = "DWH_MAX_MESSAGES",
         value_name = "N",
-        default_value_t = 200_000,
+        default_value_t = 1_000_000,
         value_parser = positive::<usize>,
         allow_negative_numbers = true
     )]
