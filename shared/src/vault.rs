@@ -785,14 +785,13 @@ fn create_added(hub: &Hub) -> Statement {
     ))
 }
 
-/// `WHERE` terms picking the rows of a parent the batch added to `hub`, and the others.
-fn new_and_known(hub: &Hub, alias: &str) -> (String, String) {
-    let new = format!(
+/// The `WHERE` term true for a row (`alias`) of a parent the batch added to `hub`.
+fn added_term(hub: &Hub, alias: &str) -> String {
+    format!(
         "EXISTS (SELECT FROM {added} n WHERE n.{key} = {alias}.{key})",
         added = added(hub),
         key = hub.key
-    );
-    (new.clone(), format!("NOT {new}"))
+    )
 }
 
 /// `INSERT … SELECT … ON CONFLICT DO NOTHING` of a hub's new keys from a stage, which also keeps
@@ -843,12 +842,12 @@ pub fn link_merge(link: &Link, stage: &str) -> Vec<Statement> {
     match link.new_with {
         None => vec![insert("", "\n             ON CONFLICT DO NOTHING")],
         Some(hub) => {
-            let (new, known) = new_and_known(hub, "s");
+            let new = added_term(hub, "s");
             vec![
                 create_added(hub),
                 insert(&format!(" AND {new}"), ""),
                 insert(
-                    &format!(" AND {known}"),
+                    &format!(" AND NOT {new}"),
                     "\n             ON CONFLICT DO NOTHING",
                 ),
             ]
@@ -856,7 +855,8 @@ pub fn link_merge(link: &Link, stage: &str) -> Vec<Statement> {
     }
 }
 
-/// The temp table holding the versions a batch added to (or won a tie in) a version log.
+/// The temp table holding the versions a batch added to (or won a tie in) a version log for the
+/// parents it did not add to the hub: the satellites' general path reads it, for those only.
 fn accepted(log: &VersionLog) -> String {
     format!("accepted_{}", log.table)
 }
@@ -869,50 +869,53 @@ fn known(log: &VersionLog) -> String {
 
 /// Log the stage's versions: new ones are added (without the conflict check for a parent the batch
 /// added to the hub); a version at a timestamp already logged replaces it only from a later
-/// position (the tie rule). The versions taken are kept in a temp table for
-/// the satellites' merges; so are their parents that the batch did not add to the hub (`known_…`,
-/// analysed so the planner sees how few they are after a backfill's first batches): only those
+/// position (the tie rule). For the parents the batch did not add to the hub, the versions taken
+/// are kept in a temp table for the satellites' merges, and those parents in another (`known_…`,
+/// analysed so the planner sees how few they are after a backfill's first batches): only they
 /// take the satellites' general path. `$1` load_src, `$2` batch id.
 pub fn log_merge(feed: &LogFeed, stage: &str) -> Vec<Statement> {
     let parent = feed.log.parent.key;
     let accepted = accepted(feed.log);
     let known = known(feed.log);
-    let (new, known_rows) = new_and_known(feed.log.parent, "s");
-    let (_, not_added) = new_and_known(feed.log.parent, "a");
+    let new = added_term(feed.log.parent, "s");
+    // The stage's versions of the parents `filter` picks: per timestamp the latest position.
+    let staged = |filter: &str| {
+        format!(
+            "SELECT DISTINCT ON ({parent}, {effective}) {parent}, {effective} AS effective_dt,
+                    {seq} AS src_seq
+             FROM {stage} s WHERE {parent} IS NOT NULL AND {filter}
+             ORDER BY {parent}, {effective}, {seq} DESC",
+            effective = feed.effective,
+            seq = feed.seq,
+        )
+    };
     vec![
         Statement::Plain(format!(
             "CREATE TEMP TABLE {accepted} ({parent} uuid, effective_dt timestamp, src_seq int8)
              ON COMMIT DROP"
         )),
         Statement::Loading(format!(
-            "WITH staged AS (
-                 SELECT DISTINCT ON ({parent}, {effective}) {parent}, {effective} AS effective_dt,
-                        {seq} AS src_seq
-                 FROM {stage} WHERE {parent} IS NOT NULL
-                 ORDER BY {parent}, {effective}, {seq} DESC
-             ), new AS (
-                 INSERT INTO dds.{log} ({parent}, effective_dt, src_seq, load_dt, load_src, batch_id)
-                 SELECT {parent}, effective_dt, src_seq, now(), $1, $2 FROM staged s
-                 WHERE {new}
-                 RETURNING {parent}, effective_dt, src_seq
-             ), taken AS (
+            "INSERT INTO dds.{log} ({parent}, effective_dt, src_seq, load_dt, load_src, batch_id)
+             SELECT {parent}, effective_dt, src_seq, now(), $1, $2 FROM ({staged}) staged",
+            log = feed.log.table,
+            staged = staged(&new),
+        )),
+        Statement::Loading(format!(
+            "WITH taken AS (
                  INSERT INTO dds.{log} AS x ({parent}, effective_dt, src_seq, load_dt, load_src, batch_id)
-                 SELECT {parent}, effective_dt, src_seq, now(), $1, $2 FROM staged s
-                 WHERE {known_rows}
+                 SELECT {parent}, effective_dt, src_seq, now(), $1, $2 FROM ({staged}) staged
                  ON CONFLICT ({parent}, effective_dt) DO UPDATE
                  SET src_seq = EXCLUDED.src_seq, load_dt = EXCLUDED.load_dt,
                      load_src = EXCLUDED.load_src, batch_id = EXCLUDED.batch_id
                  WHERE EXCLUDED.src_seq > x.src_seq
                  RETURNING {parent}, effective_dt, src_seq
              )
-             INSERT INTO {accepted} SELECT * FROM new UNION ALL SELECT * FROM taken",
-            effective = feed.effective,
-            seq = feed.seq,
+             INSERT INTO {accepted} SELECT * FROM taken",
             log = feed.log.table,
+            staged = staged(&format!("NOT {new}")),
         )),
         Statement::Plain(format!(
-            "CREATE TEMP TABLE {known} ON COMMIT DROP AS
-             SELECT DISTINCT a.{parent} FROM {accepted} a WHERE {not_added}"
+            "CREATE TEMP TABLE {known} ON COMMIT DROP AS SELECT DISTINCT {parent} FROM {accepted}"
         )),
         Statement::Plain(format!("ANALYZE {known}")),
     ]
@@ -1026,29 +1029,31 @@ pub fn satellite_merge<T>(sat: &Satellite<T>, stage: &Stage<T>) -> Vec<Statement
          RETURNING c.{parent}",
         table = sat.table,
     );
+    let insert = |select: String| {
+        format!(
+            "INSERT INTO dds.{table} ({parent}, effective_dt, hashdiff, {attribute_list}, load_dt, load_src, batch_id)
+             {select}
+             RETURNING {parent}",
+            table = sat.table,
+            attribute_list = attributes.join(", "),
+        )
+    };
+    let add = insert(format!(
+        "SELECT {parent}, effective_dt, hashdiff, {attribute_list}, now(), $1, $2 FROM {want}
+         ON CONFLICT DO NOTHING",
+        attribute_list = attributes.join(", "),
+    ));
     // A parent the batch added has no versions but those it took: its rows are the change points
     // among them, marked in the stage, inserted without the conflict check.
-    let (new, _) = new_and_known(sat.log.parent, "s");
-    let add = format!(
-        "INSERT INTO dds.{table} ({parent}, effective_dt, hashdiff, {attribute_list}, load_dt, load_src, batch_id)
-         SELECT {parent}, effective_dt, hashdiff, {attribute_list}, now(), $1, $2 FROM {want}
-         ON CONFLICT DO NOTHING
-         RETURNING {parent}",
-        table = sat.table,
-        attribute_list = attributes.join(", "),
-    );
-    let add_new = format!(
-        "INSERT INTO dds.{table} ({parent}, effective_dt, hashdiff, {attribute_list}, load_dt, load_src, batch_id)
-         SELECT {parent}, {effective}, {hashdiff}, {staged_attributes}, now(), $1, $2
-         FROM {stage_table} s WHERE {change} AND {new}
-         RETURNING {parent}",
-        table = sat.table,
-        attribute_list = attributes.join(", "),
+    let add_new = insert(format!(
+        "SELECT {parent}, {effective}, {hashdiff}, {staged_attributes}, now(), $1, $2
+         FROM {stage_table} s WHERE {change} AND {new}",
         effective = feed.effective,
         hashdiff = sat.hashdiff_column(),
         stage_table = stage.table,
         change = sat.change_column(),
-    );
+        new = added_term(sat.log.parent, "s"),
+    ));
     if sat.reaches_users {
         // The dishes whose rows changed: after the commit, their users are queued for CDM.
         statements.push(Statement::Batch(format!(

@@ -57,7 +57,9 @@ pub async fn read_facts<C: GenericClient>(client: &C, users: &[Uuid]) -> Result<
             .category_name
             .append_option(row.get::<_, Option<&str>>(5));
         let order_ts = row.get::<_, Option<NaiveDateTime>>(6);
-        (facts.order_ts).append_option(order_ts.map(|t| t.and_utc().timestamp_micros()));
+        facts
+            .order_ts
+            .append_option(order_ts.map(|t| t.and_utc().timestamp_micros()));
     }
     Ok(facts.finish()?)
 }
